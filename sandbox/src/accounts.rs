@@ -1,0 +1,164 @@
+//! What the sandbox remembers: the phones it simulates, the companion devices linked to them,
+//! and the clients connected right now.
+//!
+//! Everything lives in memory for the sandbox's lifetime, so a registered client that reconnects
+//! (even to a restarted gateway) logs back in without a new scan.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+use wacore_libsignal::protocol::KeyPair;
+
+use crate::connection::Conn;
+
+/// A simulated primary phone: one WhatsApp account.
+pub(crate) struct Phone {
+    /// The account's identity key; it signs every companion's device identity (ADV).
+    pub identity: KeyPair,
+    /// The user part of the account's LID.
+    pub lid_user: String,
+    /// The next companion device number on this account (the phone itself is device 0).
+    pub next_device: u16,
+    /// Identifies the account in signed device identities.
+    pub raw_id: u32,
+}
+
+/// A companion device linked to a phone.
+#[derive(Clone)]
+pub(crate) struct Companion {
+    /// `628…:N@s.whatsapp.net`.
+    pub jid: String,
+    /// `…:N@lid`.
+    pub lid: String,
+    /// The phone number it is linked to.
+    pub phone: String,
+    /// The Noise static key it registered with; a login must present the same key.
+    pub noise_static: [u8; 32],
+    /// The live connection logged in as this device, if any.
+    pub connection: Option<u64>,
+}
+
+/// A linked companion as the sandbox reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccountInfo {
+    /// The companion's phone-number JID, e.g. `628123456789:1@s.whatsapp.net`.
+    pub jid: String,
+    /// The companion's LID.
+    pub lid: String,
+    /// The phone number it is linked to.
+    pub phone: String,
+    /// Whether a client is logged in as this device right now.
+    pub connected: bool,
+}
+
+/// What a connected client is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientState {
+    /// A new device: it holds QR refs or is pairing by code.
+    Registering,
+    /// Linked and logged in.
+    LoggedIn,
+}
+
+/// A connected client as the sandbox reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientInfo {
+    /// The sandbox's number for this connection.
+    pub connection: u64,
+    /// What it is doing.
+    pub state: ClientState,
+    /// Its device JID once logged in.
+    pub jid: Option<String>,
+}
+
+/// A pairing-code flow a companion started, waiting for its phone to enter the code.
+pub(crate) struct LinkCodeRequest {
+    /// The connection that asked.
+    pub connection: u64,
+    /// The opaque reference the server handed out.
+    pub pairing_ref: Vec<u8>,
+    /// The companion's ephemeral key, wrapped with the code.
+    pub wrapped_companion_ephemeral: Vec<u8>,
+}
+
+/// The sandbox's whole mutable state, behind one lock held only for map operations.
+#[derive(Default)]
+pub(crate) struct Registry {
+    next_connection: u64,
+    /// Live connections by number.
+    pub connections: HashMap<u64, Arc<Conn>>,
+    /// QR ref → the registering connection it was issued to.
+    pub refs: HashMap<String, u64>,
+    /// Phone number → pairing-code requests for it, newest last.
+    pub link_codes: HashMap<String, Vec<LinkCodeRequest>>,
+    /// Phone number → the simulated phone.
+    pub phones: HashMap<String, Phone>,
+    /// Device JID → linked companion.
+    pub companions: HashMap<String, Companion>,
+    next_phone: u64,
+}
+
+impl Registry {
+    /// Numbers a new connection.
+    pub fn allocate_connection(&mut self) -> u64 {
+        self.next_connection += 1;
+        self.next_connection
+    }
+
+    /// A phone number no simulated phone uses yet (Indonesian-style, like the Go gateway's docs).
+    pub fn fresh_phone_number(&mut self) -> String {
+        loop {
+            self.next_phone += 1;
+            let number = format!("62812{:08}", self.next_phone);
+            if !self.phones.contains_key(&number) {
+                return number;
+            }
+        }
+    }
+
+    /// The simulated phone for `number`, created on first use.
+    pub fn phone(&mut self, number: &str) -> &mut Phone {
+        let seq = self.phones.len() as u64 + 1;
+        self.phones
+            .entry(number.to_string())
+            .or_insert_with(|| Phone {
+                identity: KeyPair::generate(&mut rand::rng()),
+                lid_user: format!("1{:014}", 20_000_000_000_000u64 + seq * 7919),
+                next_device: 1,
+                raw_id: rand::random(),
+            })
+    }
+
+    /// Drops everything that refers to a closed connection.
+    pub fn forget_connection(&mut self, connection: u64) {
+        self.connections.remove(&connection);
+        self.refs.retain(|_, c| *c != connection);
+        for requests in self.link_codes.values_mut() {
+            requests.retain(|r| r.connection != connection);
+        }
+        self.link_codes.retain(|_, r| !r.is_empty());
+        for companion in self.companions.values_mut() {
+            if companion.connection == Some(connection) {
+                companion.connection = None;
+            }
+        }
+    }
+
+    /// Linked companions, sorted by JID.
+    pub fn account_infos(&self) -> Vec<AccountInfo> {
+        let mut out: Vec<AccountInfo> = self
+            .companions
+            .values()
+            .map(|c| AccountInfo {
+                jid: c.jid.clone(),
+                lid: c.lid.clone(),
+                phone: c.phone.clone(),
+                connected: c.connection.is_some(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.jid.cmp(&b.jid));
+        out
+    }
+}

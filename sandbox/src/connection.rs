@@ -1,0 +1,444 @@
+//! One client socket: the Noise handshake, then a reader that dispatches stanzas and a writer
+//! that seals them. Registration (QR refs, pairing codes) and login are decided here from the
+//! `ClientPayload`; routine requests are answered by [`crate::iq`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use futures_util::{SinkExt, StreamExt};
+use poem::web::websocket::{Message, WebSocketStream};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use wacore_binary::Node;
+use wacore_binary::builder::NodeBuilder;
+use waproto::whatsapp as wa;
+
+use crate::noise::{Established, Response};
+use crate::server::Shared;
+use crate::stanza::{self, SERVER};
+use crate::wire::{FrameReader, SealedDirection, frame};
+use crate::{iq, pair_code};
+
+/// How long the server waits for a client to answer a server-initiated request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take over each handshake message.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Stanzas queued for one client before senders wait.
+const OUTBOUND_QUEUE: usize = 64;
+
+/// A server-initiated request that got no usable answer.
+#[derive(Debug, Error)]
+pub enum RequestError {
+    /// The socket closed first.
+    #[error("the client disconnected")]
+    Gone,
+    /// No answer within the time limit.
+    #[error("the client did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+enum Outbound {
+    Node(Node),
+    Close,
+}
+
+/// What a registering client told the server about itself.
+pub(crate) struct Registration {
+    /// The companion's Signal identity key (raw, 32 bytes).
+    pub identity: [u8; 32],
+}
+
+/// A live, established client connection.
+pub(crate) struct Conn {
+    /// The sandbox's number for this connection.
+    pub id: u64,
+    /// The client's Noise static key.
+    pub client_static: [u8; 32],
+    /// Set for a new device, absent for a login.
+    pub registration: Option<Registration>,
+    /// The device JID once logged in.
+    pub jid: Option<String>,
+    out: mpsc::Sender<Outbound>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Node>>>,
+    /// `companion_finish` waiters by pairing ref: the phone decides how to answer them.
+    finish_waiters: Mutex<HashMap<Vec<u8>, oneshot::Sender<Node>>>,
+    next_id: AtomicU64,
+}
+
+impl Conn {
+    /// Queues a stanza for the client.
+    pub async fn send(&self, node: Node) -> Result<(), RequestError> {
+        self.out
+            .send(Outbound::Node(node))
+            .await
+            .map_err(|_| RequestError::Gone)
+    }
+
+    /// Sends a last stanza, then closes the socket.
+    pub async fn close_with(&self, node: Node) {
+        let _ = self.out.send(Outbound::Node(node)).await;
+        let _ = self.out.send(Outbound::Close).await;
+    }
+
+    /// A fresh stanza id for a server-initiated request.
+    pub fn next_id(&self) -> String {
+        format!(
+            "sbx.{}.{}",
+            self.id,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Sends an `<iq>` that carries an `id` and waits for the client's answer to it.
+    pub async fn request(&self, node: Node) -> Result<Node, RequestError> {
+        let id = stanza::id(&node).unwrap_or_default();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id.clone(), tx);
+        let outcome = async {
+            self.send(node).await?;
+            match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(_)) => Err(RequestError::Gone),
+                Err(_) => Err(RequestError::Timeout(REQUEST_TIMEOUT)),
+            }
+        }
+        .await;
+        lock(&self.pending).remove(&id);
+        outcome
+    }
+
+    /// Waits for the client's `companion_finish` of the pairing-code flow `pairing_ref`.
+    pub fn expect_companion_finish(&self, pairing_ref: &[u8]) -> oneshot::Receiver<Node> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.finish_waiters).insert(pairing_ref.to_vec(), tx);
+        rx
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking holder poisoned it: every map here stays
+/// consistent between statements.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Serves one websocket until either side closes it or an outage drops it.
+pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocketStream) {
+    let (mut sink, mut stream) = socket.split();
+    let mut outage = shared.outage.subscribe();
+    let mut reader = FrameReader::new();
+
+    let established = tokio::select! {
+        r = handshake(&shared, &mut sink, &mut stream, &mut reader) => r,
+        _ = outage.wait_for(|down| *down) => None,
+    };
+    let Some(established) = established else {
+        return;
+    };
+    let Established {
+        write,
+        read,
+        client_static,
+        payload,
+    } = established;
+    let mut read = SealedDirection::new(read);
+
+    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let registration = registration_of(&payload);
+    let login_jid = login_jid_of(&payload);
+    let id = lock(&shared.registry).allocate_connection();
+    let conn = Arc::new(Conn {
+        id,
+        client_static,
+        registration,
+        jid: login_jid,
+        out: out_tx,
+        pending: Mutex::new(HashMap::new()),
+        finish_waiters: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+    });
+    lock(&shared.registry)
+        .connections
+        .insert(id, Arc::clone(&conn));
+
+    // The writer owns the send direction; it ends when every sender is gone or on Close.
+    let mut write = SealedDirection::new(write);
+    let writer = tokio::spawn(async move {
+        while let Some(out) = out_rx.recv().await {
+            match out {
+                Outbound::Node(node) => {
+                    let Ok(bytes) = write.seal(&node) else { break };
+                    if sink.send(Message::Binary(bytes)).await.is_err() {
+                        break;
+                    }
+                }
+                Outbound::Close => break,
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    if conn.registration.is_some() {
+        start_registration(&shared, &conn).await;
+    } else {
+        start_login(&shared, &conn).await;
+    }
+
+    loop {
+        let message = tokio::select! {
+            m = stream.next() => m,
+            _ = outage.wait_for(|down| *down) => break,
+        };
+        let data = match message {
+            Some(Ok(Message::Binary(data))) => data,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => continue,
+        };
+        if reader.feed(&data).is_err() {
+            break;
+        }
+        let mut broken = false;
+        while let Some(f) = reader.next_frame() {
+            match read.open(f) {
+                Ok(node) => on_stanza(&shared, &conn, node).await,
+                Err(e) => {
+                    tracing::warn!("connection {id}: {e}");
+                    broken = true;
+                    break;
+                }
+            }
+        }
+        if broken || writer.is_finished() {
+            break;
+        }
+    }
+
+    lock(&shared.registry).forget_connection(id);
+    writer.abort();
+}
+
+async fn handshake(
+    shared: &Shared,
+    sink: &mut futures_util::stream::SplitSink<WebSocketStream, Message>,
+    stream: &mut futures_util::stream::SplitStream<WebSocketStream>,
+    reader: &mut FrameReader,
+) -> Option<Established> {
+    let hello = next_frame(stream, reader).await?;
+    match shared.identity.respond(&hello) {
+        Ok(Response::Done {
+            server_hello,
+            session,
+        }) => {
+            sink.send(Message::Binary(frame(&server_hello)))
+                .await
+                .ok()?;
+            Some(session)
+        }
+        Ok(Response::AwaitFinish {
+            server_hello,
+            pending,
+        }) => {
+            sink.send(Message::Binary(frame(&server_hello)))
+                .await
+                .ok()?;
+            let finish = next_frame(stream, reader).await?;
+            pending
+                .finish(&finish)
+                .map_err(|e| tracing::warn!("handshake: {e}"))
+                .ok()
+        }
+        Err(e) => {
+            tracing::warn!("handshake: {e}");
+            None
+        }
+    }
+}
+
+async fn next_frame(
+    stream: &mut futures_util::stream::SplitStream<WebSocketStream>,
+    reader: &mut FrameReader,
+) -> Option<Vec<u8>> {
+    loop {
+        if let Some(f) = reader.next_frame() {
+            return Some(f);
+        }
+        let message = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let Message::Binary(data) = message {
+            reader.feed(&data).ok()?;
+        }
+    }
+}
+
+fn registration_of(payload: &wa::ClientPayload) -> Option<Registration> {
+    let data = payload.device_pairing_data.as_option()?;
+    let identity: [u8; 32] = data.e_ident.as_deref()?.try_into().ok()?;
+    Some(Registration { identity })
+}
+
+fn login_jid_of(payload: &wa::ClientPayload) -> Option<String> {
+    if payload.device_pairing_data.as_option().is_some() {
+        return None;
+    }
+    Some(device_jid(
+        &payload.username?.to_string(),
+        payload.device.unwrap_or(0),
+    ))
+}
+
+/// `user:device@s.whatsapp.net`, the form every companion is keyed by.
+pub(crate) fn device_jid(user: &str, device: u32) -> String {
+    format!("{user}:{device}@{SERVER}")
+}
+
+/// A new device: hand it QR refs (it may also ask for a pairing code).
+async fn start_registration(shared: &Shared, conn: &Conn) {
+    let refs: Vec<String> = (0..shared.config.qr_refs)
+        .map(|_| {
+            let random: [u8; 24] = rand::random();
+            format!(
+                "2@{}",
+                base64::engine::general_purpose::STANDARD.encode(random)
+            )
+        })
+        .collect();
+    {
+        let mut registry = lock(&shared.registry);
+        for r in &refs {
+            registry.refs.insert(r.clone(), conn.id);
+        }
+    }
+    // Ref contents must be bytes: the client drops refs that decode as strings.
+    let children = refs
+        .iter()
+        .map(|r| NodeBuilder::new("ref").bytes(r.as_bytes().to_vec()).build());
+    let pair_device = NodeBuilder::new("pair-device").children(children).build();
+    let _ = conn
+        .send(stanza::iq_set(&conn.next_id(), "md", pair_device))
+        .await;
+}
+
+/// A registered device: log it in if the sandbox linked it and the key matches.
+async fn start_login(shared: &Shared, conn: &Conn) {
+    let Some(jid) = conn.jid.as_deref() else {
+        conn.close_with(stanza::failure(401)).await;
+        return;
+    };
+    // Decide under the lock, act after it: the guard must not live across an await.
+    let accepted = {
+        let mut registry = lock(&shared.registry);
+        match registry.companions.get_mut(jid) {
+            Some(companion) if companion.noise_static == conn.client_static => {
+                let previous = companion.connection.replace(conn.id);
+                let lid = companion.lid.clone();
+                let replaced = previous.and_then(|old| registry.connections.get(&old).cloned());
+                Some((lid, replaced))
+            }
+            _ => None,
+        }
+    };
+    let Some((lid, replaced)) = accepted else {
+        conn.close_with(stanza::failure(401)).await;
+        return;
+    };
+    if let Some(old) = replaced {
+        let conflict = NodeBuilder::new("stream:error")
+            .children([NodeBuilder::new("conflict")
+                .attr("type", "replaced")
+                .build()])
+            .build();
+        old.close_with(conflict).await;
+    }
+    let success = NodeBuilder::new("success")
+        .attr("t", stanza::now_secs().to_string())
+        .attr("lid", lid)
+        .attr("props", "1")
+        .build();
+    let _ = conn.send(success).await;
+}
+
+async fn on_stanza(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
+    if node.tag != "iq" {
+        // ib, presence, receipts and acks need no answer from this server.
+        return;
+    }
+    let kind = stanza::attr(&node, "type").unwrap_or_default();
+    if kind == "result" || kind == "error" {
+        if let Some(id) = stanza::id(&node)
+            && let Some(waiter) = lock(&conn.pending).remove(&id)
+        {
+            let _ = waiter.send(node);
+        }
+        return;
+    }
+    let xmlns = stanza::attr(&node, "xmlns").unwrap_or_default();
+    if xmlns == "md" {
+        on_md_request(shared, conn, node).await;
+        return;
+    }
+    let answer = iq::answer(&node);
+    let went_active = xmlns == "passive" && stanza::child(&node, "active").is_some();
+    let _ = conn.send(answer).await;
+    if went_active && conn.jid.is_some() {
+        // The client waits for the end of offline delivery after going active; nothing is
+        // queued for it here, so the end comes at once.
+        let offline = NodeBuilder::new("ib")
+            .attr("from", SERVER)
+            .children([NodeBuilder::new("offline").attr("count", "0").build()])
+            .build();
+        let _ = conn.send(offline).await;
+    }
+}
+
+/// Multi-device management requests: pairing codes and a companion removing itself.
+async fn on_md_request(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
+    if let Some(reg) = stanza::child(&node, "link_code_companion_reg") {
+        match stanza::attr(reg, "stage").as_deref() {
+            Some("companion_hello") => {
+                let answer = pair_code::companion_hello(shared, conn, &node, reg);
+                let _ = conn.send(answer).await;
+            }
+            Some("companion_finish") => {
+                let waiter = stanza::child_bytes(reg, "link_code_pairing_ref")
+                    .and_then(|r| lock(&conn.finish_waiters).remove(&r));
+                match waiter {
+                    Some(w) => {
+                        let _ = w.send(node);
+                    }
+                    None => {
+                        let answer = stanza::iq_error(&node, 400, "bad-request");
+                        let _ = conn.send(answer).await;
+                    }
+                }
+            }
+            _ => {
+                let _ = conn.send(stanza::iq_error(&node, 400, "bad-request")).await;
+            }
+        }
+        return;
+    }
+    if let Some(remove) = stanza::child(&node, "remove-companion-device") {
+        let target = stanza::attr(remove, "jid");
+        let removed = match (&conn.jid, target) {
+            (Some(own), Some(target)) if own == &target => {
+                lock(&shared.registry).companions.remove(own).is_some()
+            }
+            _ => false,
+        };
+        let answer = if removed {
+            stanza::iq_result(&node, Vec::new())
+        } else {
+            stanza::iq_error(&node, 403, "forbidden")
+        };
+        let _ = conn.send(answer).await;
+        return;
+    }
+    let _ = conn
+        .send(stanza::iq_error(&node, 501, "feature-not-implemented"))
+        .await;
+}

@@ -1,0 +1,74 @@
+//! Answers to the routine requests a logged-in client makes, good enough that it reaches
+//! `Connected` and then stays connected and quiet.
+//!
+//! The client matches answers by id only and stalls on silence (a pending request also holds
+//! back its keepalive pings), so every request gets an answer: an unknown one an error.
+
+use wacore_binary::Node;
+use wacore_binary::builder::NodeBuilder;
+
+use crate::stanza::{self, SERVER};
+
+/// The answer to one `<iq type="get|set">` from a client.
+pub fn answer(request: &Node) -> Node {
+    let xmlns = stanza::attr(request, "xmlns").unwrap_or_default();
+    let first_child = request
+        .children()
+        .and_then(|c| c.first())
+        .map(|c| c.tag.to_string())
+        .unwrap_or_default();
+    match (xmlns.as_str(), first_child.as_str()) {
+        // Keepalive; `t` lets the client measure clock skew.
+        ("w:p", _) | ("urn:xmpp:ping", _) => NodeBuilder::new("iq")
+            .attr("from", SERVER)
+            .attr("type", "result")
+            .attr("id", stanza::id(request).unwrap_or_default())
+            .attr("t", stanza::now_secs().to_string())
+            .build(),
+        // Going active, prekey uploads, signed-prekey rotation, dirty-bit cleaning, blocklist.
+        ("passive", _)
+        | ("encrypt", "registration" | "rotate" | "list")
+        | ("urn:xmpp:whatsapp:dirty", _)
+        | ("blocklist", _) => stanza::iq_result(request, Vec::new()),
+        // The key-bundle digest: an empty result means "nothing to compare"; a 404 would make
+        // the client upload its prekeys again and again.
+        ("encrypt", "digest") => stanza::iq_result(request, Vec::new()),
+        ("encrypt", "count") => stanza::iq_result(
+            request,
+            vec![NodeBuilder::new("count").attr("value", "812").build()],
+        ),
+        ("abt", _) => stanza::iq_result(
+            request,
+            vec![NodeBuilder::new("props").attr("protocol", "1").build()],
+        ),
+        ("privacy", _) => stanza::iq_result(request, vec![NodeBuilder::new("privacy").build()]),
+        // Device lists: an empty list means "unchanged".
+        ("usync", _) => stanza::iq_result(
+            request,
+            vec![
+                NodeBuilder::new("usync")
+                    .children([NodeBuilder::new("list").build()])
+                    .build(),
+            ],
+        ),
+        ("w:sync:app:state", _) => app_state(request),
+        _ => stanza::iq_error(request, 501, "feature-not-implemented"),
+    }
+}
+
+/// App-state sync: every requested collection comes back empty, which the client counts as
+/// synced. An error here would hold back `Connected`, so every name asked for is answered.
+fn app_state(request: &Node) -> Node {
+    let collections: Vec<Node> = stanza::child(request, "sync")
+        .and_then(|s| s.children())
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c.tag == "collection")
+        .filter_map(|c| stanza::attr(c, "name"))
+        .map(|name| NodeBuilder::new("collection").attr("name", name).build())
+        .collect();
+    stanza::iq_result(
+        request,
+        vec![NodeBuilder::new("sync").children(collections).build()],
+    )
+}

@@ -1,0 +1,307 @@
+//! The sandbox process: one HTTP listener that serves WhatsApp's websocket at `/ws/chat` and a
+//! small JSON control API for the simulated phone.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use poem::http::StatusCode;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::web::websocket::WebSocket;
+use poem::web::{Data, Json};
+use poem::{EndpointExt, IntoResponse, Response, Route, Server, get, handler, post};
+use serde::Deserialize;
+use serde_json::json;
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::accounts::{AccountInfo, ClientInfo, ClientState, Registry};
+use crate::connection::{self, lock};
+use crate::noise::ServerIdentity;
+use crate::phone::{self, Linked, PhoneError};
+use crate::{SandboxConfig, pair_code};
+
+/// State shared by every connection and the control API.
+pub(crate) struct Shared {
+    pub config: SandboxConfig,
+    pub identity: ServerIdentity,
+    pub registry: Mutex<Registry>,
+    /// `true` while the sandbox plays an outage: sockets are dropped and upgrades refused.
+    pub outage: watch::Sender<bool>,
+}
+
+/// The sandbox could not start.
+#[derive(Debug, Error)]
+#[error("sandbox could not listen on {addr}: {source}")]
+pub struct StartError {
+    addr: SocketAddr,
+    source: std::io::Error,
+}
+
+/// A running WhatsApp server simulator.
+///
+/// Dropping it stops the listener; connected clients see their sockets close.
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl Sandbox {
+    /// Starts a sandbox with default settings on a free loopback port.
+    pub async fn start() -> Result<Self, StartError> {
+        Self::start_with(SandboxConfig::default()).await
+    }
+
+    /// Starts a sandbox with `config`.
+    pub async fn start_with(config: SandboxConfig) -> Result<Self, StartError> {
+        let listen = config.listen;
+        let acceptor = TcpListener::bind(listen)
+            .into_acceptor()
+            .await
+            .map_err(|source| StartError {
+                addr: listen,
+                source,
+            })?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or(listen);
+        let shared = Arc::new(Shared {
+            config,
+            identity: ServerIdentity::generate(),
+            registry: Mutex::new(Registry::default()),
+            outage: watch::channel(false).0,
+        });
+        let app = routes().data(Arc::clone(&shared));
+        let server = tokio::spawn(async move {
+            if let Err(e) = Server::new_with_acceptor(acceptor).run(app).await {
+                tracing::error!("sandbox server stopped: {e}");
+            }
+        });
+        Ok(Self {
+            shared,
+            addr,
+            server,
+        })
+    }
+
+    /// The address the sandbox listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The websocket URL a whatsapp-rust client connects to.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws/chat", self.addr)
+    }
+
+    /// The base URL of the control API.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The settings this sandbox runs with.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.config
+    }
+
+    /// A new phone scans `qr` (the string of a `PairingQrCode` event) and links the client.
+    pub async fn scan_qr(&self, qr: &str) -> Result<Linked, PhoneError> {
+        phone::scan_qr(&self.shared, None, qr).await
+    }
+
+    /// The phone with number `phone` scans `qr` and links the client to its account.
+    pub async fn scan_qr_as(&self, phone: &str, qr: &str) -> Result<Linked, PhoneError> {
+        phone::scan_qr(&self.shared, Some(phone), qr).await
+    }
+
+    /// The phone `phone` enters the pairing code a client showed for it.
+    pub async fn enter_pair_code(&self, phone: &str, code: &str) -> Result<Linked, PhoneError> {
+        pair_code::enter_pair_code(&self.shared, phone, code).await
+    }
+
+    /// The phone unlinks the companion `jid`; an online client is logged out at once.
+    pub async fn unlink(&self, jid: &str) -> Result<(), PhoneError> {
+        phone::unlink(&self.shared, jid).await
+    }
+
+    /// Every companion the sandbox has linked, and whether each is online.
+    pub fn accounts(&self) -> Vec<AccountInfo> {
+        lock(&self.shared.registry).account_infos()
+    }
+
+    /// Every client connected right now.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        client_infos(&self.shared)
+    }
+
+    /// Plays an outage: `true` drops every socket and refuses new ones; `false` comes back.
+    pub fn set_outage(&self, down: bool) {
+        self.shared.outage.send_replace(down);
+    }
+
+    /// Stops the listener and every connection.
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Connections watch the outage flag; raising it ends them with the listener.
+        self.shared.outage.send_replace(true);
+        self.server.abort();
+    }
+}
+
+fn client_infos(shared: &Shared) -> Vec<ClientInfo> {
+    let registry = lock(&shared.registry);
+    let mut out: Vec<ClientInfo> = registry
+        .connections
+        .values()
+        .map(|c| ClientInfo {
+            connection: c.id,
+            state: if c.jid.is_some() {
+                ClientState::LoggedIn
+            } else {
+                ClientState::Registering
+            },
+            jid: c.jid.clone(),
+        })
+        .collect();
+    out.sort_by_key(|c| c.connection);
+    out
+}
+
+fn routes() -> Route {
+    Route::new()
+        .at("/ws/chat", get(ws_chat))
+        .at("/phone/scan", post(phone_scan))
+        .at("/phone/pair-code", post(phone_pair_code))
+        .at("/phone/unlink", post(phone_unlink))
+        .at("/accounts", get(list_accounts))
+        .at("/clients", get(list_clients))
+        .at("/outage", post(set_outage))
+}
+
+#[handler]
+fn ws_chat(ws: WebSocket, Data(shared): Data<&Arc<Shared>>) -> Response {
+    if *shared.outage.borrow() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the sandbox is playing an outage",
+        );
+    }
+    let shared = Arc::clone(shared);
+    ws.on_upgrade(move |socket| connection::serve(shared, socket))
+        .into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// Parses a JSON body into `T`, or says what was wrong with it.
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("request body is not the expected JSON: {e}"))
+}
+
+fn phone_error(e: PhoneError) -> Response {
+    let status = match &e {
+        PhoneError::MalformedQr(_)
+        | PhoneError::InvalidPhone(_)
+        | PhoneError::MalformedCode(_)
+        | PhoneError::ForeignQr(_)
+        | PhoneError::WrongCode(_) => StatusCode::BAD_REQUEST,
+        PhoneError::UnknownQrRef(_) | PhoneError::NoPendingCode(_) | PhoneError::NotLinked(_) => {
+            StatusCode::NOT_FOUND
+        }
+        PhoneError::Refused { .. } | PhoneError::CompanionGone(_) => StatusCode::BAD_GATEWAY,
+    };
+    error(status, e.to_string())
+}
+
+fn linked(result: Result<Linked, PhoneError>) -> Response {
+    match result {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => phone_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanBody {
+    qr: String,
+    phone: Option<String>,
+}
+
+#[handler]
+async fn phone_scan(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: ScanBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    linked(phone::scan_qr(shared, body.phone.as_deref(), &body.qr).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PairCodeBody {
+    phone: String,
+    code: String,
+}
+
+#[handler]
+async fn phone_pair_code(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: PairCodeBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    linked(pair_code::enter_pair_code(shared, &body.phone, &body.code).await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnlinkBody {
+    jid: String,
+}
+
+#[handler]
+async fn phone_unlink(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: UnlinkBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match phone::unlink(shared, &body.jid).await {
+        Ok(()) => Json(json!({ "unlinked": body.jid })).into_response(),
+        Err(e) => phone_error(e),
+    }
+}
+
+#[handler]
+fn list_accounts(Data(shared): Data<&Arc<Shared>>) -> Json<Vec<AccountInfo>> {
+    Json(lock(&shared.registry).account_infos())
+}
+
+#[handler]
+fn list_clients(Data(shared): Data<&Arc<Shared>>) -> Json<Vec<ClientInfo>> {
+    Json(client_infos(shared))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutageBody {
+    down: bool,
+}
+
+#[handler]
+fn set_outage(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: OutageBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    shared.outage.send_replace(body.down);
+    Json(json!({ "down": body.down })).into_response()
+}

@@ -1,0 +1,110 @@
+//! The standalone `wagate-sandbox` binary and its JSON control API.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+/// The binary, started on a free port; killed when dropped.
+struct Standalone {
+    child: Child,
+    base: String,
+    ws: String,
+}
+
+impl Standalone {
+    fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wagate-sandbox"))
+            .args(["--listen", "127.0.0.1:0", "--time-scale", "10"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("wagate-sandbox starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("it prints its websocket URL");
+        let ws = line.trim().to_string();
+        let base = ws
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.strip_suffix("/ws/chat"))
+            .map(|host| format!("http://{host}"))
+            .unwrap_or_else(|| panic!("unexpected first line {ws:?}"));
+        Self { child, base, ws }
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("control API answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_control_input_gets_a_400_with_a_message() {
+    let sandbox = Standalone::start();
+    for (path, body) in [
+        ("/phone/scan", "not json"),
+        ("/phone/scan", r#"{"qr": 5}"#),
+        ("/phone/scan", r#"{"qr": "garbage"}"#),
+        (
+            "/phone/pair-code",
+            r#"{"phone": "0812345678", "code": "ABCD-1234"}"#,
+        ),
+        (
+            "/phone/pair-code",
+            r#"{"phone": "628912344551", "code": "nope"}"#,
+        ),
+        ("/phone/unlink", r#"{}"#),
+    ] {
+        let (status, body) = post(&sandbox.base, path, body).await;
+        assert_eq!(status, 400, "{path} {body}");
+        let message = body["error"].as_str().unwrap_or_default();
+        assert!(!message.is_empty(), "{path}: {body}");
+    }
+    let (status, body) = post(
+        &sandbox.base,
+        "/phone/unlink",
+        r#"{"jid": "1:1@s.whatsapp.net"}"#,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_links_through_the_standalone_binary() {
+    let sandbox = Standalone::start();
+    let mut client = crate::support::TestClient::at(&sandbox.ws, 10).await;
+    let (qr, _) = client.next_qr().await;
+
+    let (status, linked) = post(
+        &sandbox.base,
+        "/phone/scan",
+        &json!({ "qr": qr }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{linked}");
+    client.connected().await;
+
+    let accounts: Value = reqwest::get(format!("{}/accounts", sandbox.base))
+        .await
+        .expect("accounts")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(accounts[0]["jid"], linked["jid"]);
+    assert_eq!(accounts[0]["connected"], true);
+}

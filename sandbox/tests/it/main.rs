@@ -1,0 +1,6 @@
+//! The sandbox's end-to-end tests: the real whatsapp-rust client, a real loopback websocket.
+
+mod control;
+mod linking;
+mod session;
+mod support;

@@ -1,0 +1,87 @@
+//! A linked device's life after login: unlinking, dropped sockets, returning clients.
+
+use whatsapp_rust::types::events::Event;
+
+use crate::support::{TestClient, link_by_qr, sandbox};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlinking_from_the_phone_logs_the_client_out() {
+    let sandbox = sandbox(6, 10).await;
+    let (mut client, linked) = link_by_qr(&sandbox).await;
+
+    sandbox
+        .unlink(&linked.jid)
+        .await
+        .expect("the device was linked");
+    let on_connect = client
+        .wait_for("LoggedOut", |e| match e {
+            Event::LoggedOut(out) => Some(out.on_connect),
+            _ => None,
+        })
+        .await;
+
+    assert!(
+        !on_connect,
+        "an online device is logged out where it stands"
+    );
+    assert!(sandbox.accounts().is_empty());
+    let again = sandbox.unlink(&linked.jid).await;
+    assert!(
+        matches!(again, Err(wagate_sandbox::PhoneError::NotLinked(_))),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_socket_reconnects_without_a_new_scan() {
+    let sandbox = sandbox(6, 10).await;
+    let (mut client, linked) = link_by_qr(&sandbox).await;
+
+    sandbox.set_outage(true);
+    client
+        .wait_for("Disconnected", |e| {
+            matches!(e, Event::Disconnected(_)).then_some(())
+        })
+        .await;
+    sandbox.set_outage(false);
+    client.connected().await;
+
+    let accounts = sandbox.accounts();
+    assert_eq!(accounts.len(), 1, "no second device was linked");
+    assert_eq!(accounts[0].jid, linked.jid);
+    assert!(accounts[0].connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_client_logs_back_in_from_its_store() {
+    let sandbox = sandbox(6, 10).await;
+    let (client, linked) = link_by_qr(&sandbox).await;
+    let store = client.stop().await;
+
+    let mut restarted = TestClient::with_backend(&sandbox, store).await;
+    restarted.connected().await;
+
+    assert_eq!(
+        restarted.client.pn().map(|j| j.to_string()).as_deref(),
+        Some(linked.jid.as_str())
+    );
+    assert!(sandbox.accounts()[0].connected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlinked_device_is_refused_at_login() {
+    let sandbox = sandbox(6, 10).await;
+    let (client, linked) = link_by_qr(&sandbox).await;
+    let store = client.stop().await;
+    sandbox.unlink(&linked.jid).await.expect("linked");
+
+    let mut restarted = TestClient::with_backend(&sandbox, store).await;
+    let on_connect = restarted
+        .wait_for("LoggedOut", |e| match e {
+            Event::LoggedOut(out) => Some(out.on_connect),
+            _ => None,
+        })
+        .await;
+
+    assert!(on_connect, "the refusal comes at login");
+}
