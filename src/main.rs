@@ -1,5 +1,283 @@
-//! The wagate binary.
+//! The wagate binary: configuration, wiring, and the commands `serve`, `migrate`,
+//! `tenant create` and `spec`.
 
-fn main() {
-    println!("wagate {}", env!("CARGO_PKG_VERSION"));
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use poem::Server;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
+use wagate_core::events::EventBus;
+use wagate_core::store::{Cluster, ClusterOptions, Store};
+use wagate_openapi::ApiState;
+
+/// wagate: a multi-tenant WhatsApp multi-device login gateway.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(DbArgs),
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Print the OpenAPI spec (YAML).
+    Spec,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its first credential (shown once).
+    Create {
+        /// The tenant's name.
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// PostgreSQL URL; when unset, a private cluster is started in the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+    /// Where wagate keeps its files (the embedded PostgreSQL cluster among them).
+    #[arg(long, env = "WAGATE_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WAGATE_LISTEN", default_value = "0.0.0.0:3000")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    db: DbArgs,
+    /// Base of the links the API hands out, e.g. https://wa.example.com; from the request's
+    /// Host header when unset.
+    #[arg(long, env = "WAGATE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Credentials of the default tenant, `user:pass[,user2:pass2]`.
+    #[arg(long, env = "WAGATE_BASIC_AUTH")]
+    basic_auth: Option<String>,
+    /// Seconds a login call waits for WhatsApp before answering 504.
+    #[arg(long, env = "WAGATE_LOGIN_TIMEOUT", default_value_t = 20)]
+    login_timeout: u64,
+    #[cfg(feature = "sandbox")]
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[cfg(feature = "sandbox")]
+#[derive(Args)]
+struct SandboxArgs {
+    /// Run a WhatsApp sandbox in this process and point every device at it.
+    #[arg(long, env = "WAGATE_SANDBOX")]
+    sandbox: bool,
+    /// Point every device at a standalone sandbox, e.g. ws://127.0.0.1:3010/ws/chat (loopback only).
+    #[arg(long, env = "WAGATE_WHATSAPP_URL", conflicts_with = "sandbox")]
+    whatsapp_url: Option<String>,
+    /// How much faster than real time sandbox clients run their timers.
+    #[arg(long, env = "WAGATE_SANDBOX_TIME_SCALE", default_value_t = 1)]
+    sandbox_time_scale: u32,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,whatsapp_rust=warn,wacore=warn,tokio_postgres=warn".into()
+            }),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args).await,
+        Command::Migrate(db) => {
+            let (_cluster, store) = open_store(&db).await?;
+            drop(store);
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant {
+            command: TenantCommand::Create { name, db },
+        } => {
+            let (_cluster, store) = open_store(&db).await?;
+            let (tenant, credential) = store.create_tenant(&name).await?;
+            println!("tenant:   {} ({})", tenant.name, tenant.id);
+            println!("username: {}", credential.username);
+            println!("password: {}", credential.secret);
+            println!("(the password is shown once; wagate keeps only its hash)");
+            Ok(())
+        }
+        Command::Spec => {
+            print!("{}", wagate_openapi::spec_yaml());
+            Ok(())
+        }
+    }
+}
+
+/// Connects to `DATABASE_URL`, or starts the private cluster in the data directory.
+async fn open_store(db: &DbArgs) -> anyhow::Result<(Option<Cluster>, Store)> {
+    if let Some(url) = &db.database_url {
+        let store = Store::connect(url).await?;
+        return Ok((None, store));
+    }
+    let dir = absolute(&db.data_dir.join("postgres"))?;
+    let cluster = Cluster::start(&dir, ClusterOptions::default())
+        .await
+        .with_context(|| format!("starting the embedded PostgreSQL in {}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), port = cluster.port(), "embedded PostgreSQL started");
+    let store = Store::connect(&cluster.url()).await?;
+    Ok((Some(cluster), store))
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(std::path::absolute(path)?)
+}
+
+fn parse_basic_auth(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
+    raw.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| match pair.trim().split_once(':') {
+            Some((user, pass)) if !user.is_empty() && !pass.is_empty() => {
+                Ok((user.to_string(), pass.to_string()))
+            }
+            _ => bail!(
+                "WAGATE_BASIC_AUTH entry `{}` must be user:password",
+                pair.split(':').next().unwrap_or_default()
+            ),
+        })
+        .collect()
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let basic_auth = args
+        .basic_auth
+        .as_deref()
+        .map(parse_basic_auth)
+        .transpose()?;
+    let (cluster, store) = open_store(&args.db).await?;
+    if let Some(pairs) = &basic_auth {
+        store
+            .ensure_tenant_with_credentials("default", pairs)
+            .await?;
+    }
+
+    #[cfg(feature = "sandbox")]
+    let (endpoint, _sandbox) = sandbox_endpoint(&args.sandbox).await?;
+    #[cfg(not(feature = "sandbox"))]
+    let endpoint = WhatsAppEndpoint::Production;
+
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    let manager = Arc::new(DeviceManager::new(
+        store,
+        EventBus::new(),
+        EngineConfig {
+            endpoint,
+            login_timeout: Duration::from_secs(args.login_timeout),
+            ..EngineConfig::default()
+        },
+        http,
+    ));
+    let app = wagate_openapi::app(ApiState {
+        manager: Arc::clone(&manager),
+        public_url: args.public_url.clone(),
+    });
+
+    let acceptor = TcpListener::bind(args.listen)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .unwrap_or(args.listen);
+    tracing::info!(%local, "wagate is serving; API docs at /docs");
+    // Tests and scripts that start wagate on port 0 read the address from here.
+    println!("listening on http://{local}");
+
+    Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app, shutdown_signal(), Some(Duration::from_secs(10)))
+        .await?;
+    manager.shutdown().await;
+    if let Some(cluster) = cluster {
+        cluster.stop().await?;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[cfg(feature = "sandbox")]
+async fn sandbox_endpoint(
+    args: &SandboxArgs,
+) -> anyhow::Result<(WhatsAppEndpoint, Option<wagate_sandbox::Sandbox>)> {
+    let time_scale = args.sandbox_time_scale.max(1);
+    if let Some(url) = &args.whatsapp_url {
+        let parsed = reqwest::Url::parse(url).with_context(|| format!("--whatsapp-url {url}"))?;
+        let host = parsed.host_str().unwrap_or_default();
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback || parsed.scheme() != "ws" {
+            bail!(
+                "--whatsapp-url {url} is refused: a sandbox build only talks to ws:// on loopback"
+            );
+        }
+        tracing::warn!(%url, "sandbox build: devices talk to a WhatsApp sandbox, not WhatsApp");
+        return Ok((
+            WhatsAppEndpoint::Sandbox {
+                url: url.clone(),
+                time_scale,
+            },
+            None,
+        ));
+    }
+    if args.sandbox {
+        let sandbox = wagate_sandbox::Sandbox::start_with(wagate_sandbox::SandboxConfig {
+            time_scale,
+            ..Default::default()
+        })
+        .await?;
+        tracing::warn!(url = %sandbox.ws_url(), "sandbox mode: devices talk to an in-process WhatsApp sandbox");
+        let url = sandbox.ws_url();
+        return Ok((WhatsAppEndpoint::Sandbox { url, time_scale }, Some(sandbox)));
+    }
+    bail!(
+        "this is a sandbox build: start it with --sandbox or --whatsapp-url ws://127.0.0.1:PORT/ws/chat"
+    )
 }

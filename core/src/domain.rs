@@ -1,0 +1,169 @@
+//! The nouns of wagate: tenants, device slots and their states.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use thiserror::Error;
+use uuid::Uuid;
+
+/// A tenant: one customer of the gateway. Every device and credential belongs to exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct TenantId(pub Uuid);
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A tenant as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tenant {
+    /// Its identifier.
+    pub id: TenantId,
+    /// A name for operators; unique.
+    pub name: String,
+}
+
+/// A device id was not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "device_id `{0}` must be 1 to 64 characters of letters, digits, `-`, `_`, `.` or `@`, e.g. my-device-1"
+)]
+pub struct InvalidDeviceId(pub String);
+
+/// A tenant's name for a device slot: 1–64 of letters, digits, `-`, `_`, `.`, `@`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    /// The longest id accepted.
+    pub const MAX_LEN: usize = 64;
+
+    /// Validates `raw` as a device id.
+    pub fn parse(raw: &str) -> Result<Self, InvalidDeviceId> {
+        let ok = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+        if ok {
+            Ok(Self(raw.to_string()))
+        } else {
+            Err(InvalidDeviceId(raw.chars().take(80).collect()))
+        }
+    }
+
+    /// A fresh random id, used when the caller names none.
+    pub fn generate() -> Self {
+        Self(Uuid::new_v4().to_string())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where a device slot is in its login life.
+///
+/// `disconnected` → `connecting` → `connected` (socket up, a QR or code pending) → `logged_in`;
+/// back to `disconnected` on logout, unlink from the phone, or QR exhaustion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// No socket to WhatsApp.
+    Disconnected,
+    /// Opening a socket.
+    Connecting,
+    /// Socket up, waiting for a QR scan or a pairing code.
+    Connected,
+    /// Linked to an account and usable.
+    LoggedIn,
+}
+
+impl DeviceState {
+    /// The state's wire and database name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disconnected => "disconnected",
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::LoggedIn => "logged_in",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "disconnected" => Self::Disconnected,
+            "connecting" => Self::Connecting,
+            "connected" => Self::Connected,
+            "logged_in" => Self::LoggedIn,
+            _ => return None,
+        })
+    }
+
+    /// A socket to WhatsApp is up.
+    pub fn is_connected(self) -> bool {
+        matches!(self, Self::Connected | Self::LoggedIn)
+    }
+}
+
+impl fmt::Display for DeviceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A device slot as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Device {
+    /// The tenant that owns it.
+    pub tenant: TenantId,
+    /// The tenant's name for it.
+    pub id: DeviceId,
+    /// A label for people.
+    pub display_name: Option<String>,
+    /// Its login state.
+    pub state: DeviceState,
+    /// The WhatsApp account's JID once linked, e.g. `628912344551:3@s.whatsapp.net`.
+    pub jid: Option<String>,
+    /// When the slot was created.
+    pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_accept_the_documented_alphabet() {
+        for ok in ["a", "my-device_1.x@y", &"x".repeat(64)] {
+            assert!(DeviceId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "has space", "slash/", &"x".repeat(65), "ümlaut"] {
+            assert!(DeviceId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn states_round_trip_through_their_names() {
+        for s in [
+            DeviceState::Disconnected,
+            DeviceState::Connecting,
+            DeviceState::Connected,
+            DeviceState::LoggedIn,
+        ] {
+            assert_eq!(DeviceState::parse(s.as_str()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,422 @@
+//! The login engine: one actor per live device drives one whatsapp-rust client, so everything
+//! that happens to a device is serialised and concurrent logins never start two sessions.
+
+mod client;
+mod http;
+mod phone;
+mod qr_image;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+use whatsapp_rust::wacore::store::InMemoryBackend;
+use whatsapp_rust::wacore::store::traits::Backend;
+
+use crate::domain::{Device, DeviceId, DeviceState, TenantId};
+use crate::events::EventBus;
+use crate::store::{Store, StoreError};
+
+pub use http::ReqwestHttp;
+pub use phone::{InvalidPhone, PhoneNumber};
+pub use qr_image::{QR_IMAGE_SIZE, QrImageError, render_png};
+
+use session::{Command, Session};
+
+/// Where the engine's clients find WhatsApp.
+#[derive(Debug, Clone, Default)]
+pub enum WhatsAppEndpoint {
+    /// The real service.
+    #[default]
+    Production,
+    /// A wagate sandbox on loopback; clients run their timers `time_scale` times faster.
+    #[cfg(feature = "sandbox")]
+    Sandbox {
+        /// `ws://127.0.0.1:PORT/ws/chat`.
+        url: String,
+        /// See `wagate_sandbox::ScaledRuntime`.
+        time_scale: u32,
+    },
+}
+
+impl WhatsAppEndpoint {
+    /// How much faster than real time the clients' timers run.
+    pub fn time_scale(&self) -> u32 {
+        match self {
+            Self::Production => 1,
+            #[cfg(feature = "sandbox")]
+            Self::Sandbox { time_scale, .. } => (*time_scale).max(1),
+        }
+    }
+}
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where WhatsApp is.
+    pub endpoint: WhatsAppEndpoint,
+    /// How long a login call waits for WhatsApp before answering with a timeout.
+    pub login_timeout: Duration,
+    /// The name linked devices announce.
+    pub push_name: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: WhatsAppEndpoint::default(),
+            login_timeout: Duration::from_secs(20),
+            push_name: "wagate".to_string(),
+        }
+    }
+}
+
+/// A login call that did not produce a code.
+#[derive(Debug, Error)]
+pub enum LoginError {
+    /// No such device for this tenant.
+    #[error("device `{0}` not found: create it first with POST /devices")]
+    DeviceNotFound(DeviceId),
+    /// The device is already linked.
+    #[error("you are already logged in.")]
+    AlreadyLoggedIn(DeviceId),
+    /// The phone number is not acceptable.
+    #[error(transparent)]
+    InvalidPhone(#[from] InvalidPhone),
+    /// WhatsApp did not answer within the login timeout.
+    #[error(
+        "whatsapp did not answer within {waited:?} for device `{device}`: the device is disconnected, try again"
+    )]
+    Timeout {
+        /// The device.
+        device: DeviceId,
+        /// How long the call waited.
+        waited: Duration,
+    },
+    /// WhatsApp asked the device to slow down.
+    #[error("whatsapp is rate limiting pairing codes for device `{device}`: retry later")]
+    RateLimited {
+        /// The device.
+        device: DeviceId,
+        /// How long WhatsApp asked to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// WhatsApp refused the request.
+    #[error("whatsapp refused the login of device `{device}`: {reason}")]
+    Refused {
+        /// The device.
+        device: DeviceId,
+        /// What WhatsApp or the client said.
+        reason: String,
+    },
+    /// The login was cancelled by a logout, reconnect or deletion of the device.
+    #[error("the login of device `{0}` was cancelled by a logout, reconnect or deletion")]
+    Cancelled(DeviceId),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something inside the engine failed.
+    #[error("login of device `{device}` failed inside the gateway: {detail}")]
+    Internal {
+        /// The device.
+        device: DeviceId,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// A QR code ready to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QrLogin {
+    /// The QR string (what the image encodes).
+    pub qr_code: String,
+    /// The id of the PNG behind `qr_link`.
+    pub image: Uuid,
+    /// When the code stops being scannable.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl QrLogin {
+    /// Seconds left on the code, capped at 30 as the Go gateway's clients expect.
+    pub fn duration_secs(&self) -> u64 {
+        let left = (self.expires_at - Utc::now()).num_seconds().max(0) as u64;
+        left.min(30)
+    }
+}
+
+/// A pairing code ready to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairCodeLogin {
+    /// `XXXX-XXXX`.
+    pub pair_code: String,
+    /// When it stops being usable.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Where a device's login stands right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceStatus {
+    /// A socket to WhatsApp is up.
+    pub is_connected: bool,
+    /// The device is linked and usable.
+    pub is_logged_in: bool,
+}
+
+type Key = (TenantId, DeviceId);
+
+/// What every session shares.
+pub(crate) struct EngineContext {
+    pub store: Store,
+    pub bus: EventBus,
+    pub config: EngineConfig,
+    pub http: reqwest::Client,
+    /// whatsapp-rust key material per device. In memory for now: a restart needs a new scan.
+    backends: Mutex<HashMap<Key, Arc<dyn Backend>>>,
+}
+
+impl EngineContext {
+    /// The device's key store, created empty on first use.
+    pub fn backend(&self, key: &Key) -> Arc<dyn Backend> {
+        let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            backends
+                .entry(key.clone())
+                .or_insert_with(|| Arc::new(InMemoryBackend::new())),
+        )
+    }
+
+    /// Forgets the device's keys: it must be linked again.
+    pub fn wipe_backend(&self, key: &Key) {
+        self.backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+struct SessionHandle {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+}
+
+/// Commands queued per device before callers wait.
+const COMMAND_QUEUE: usize = 64;
+
+/// Owns every device session.
+pub struct DeviceManager {
+    ctx: Arc<EngineContext>,
+    sessions: Mutex<HashMap<Key, SessionHandle>>,
+}
+
+impl DeviceManager {
+    /// A manager with no live sessions.
+    pub fn new(store: Store, bus: EventBus, config: EngineConfig, http: reqwest::Client) -> Self {
+        Self {
+            ctx: Arc::new(EngineContext {
+                store,
+                bus,
+                config,
+                http,
+                backends: Mutex::new(HashMap::new()),
+            }),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store the manager works on.
+    pub fn store(&self) -> &Store {
+        &self.ctx.store
+    }
+
+    /// The bus engine events are published on.
+    pub fn events(&self) -> &EventBus {
+        &self.ctx.bus
+    }
+
+    async fn existing(&self, tenant: TenantId, device: &DeviceId) -> Result<Device, LoginError> {
+        self.ctx
+            .store
+            .find_device(tenant, device)
+            .await?
+            .ok_or_else(|| LoginError::DeviceNotFound(device.clone()))
+    }
+
+    fn session(
+        &self,
+        tenant: TenantId,
+        device: &DeviceId,
+        state: DeviceState,
+    ) -> mpsc::Sender<Command> {
+        let key = (tenant, device.clone());
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = sessions.get(&key)
+            && !handle.task.is_finished()
+        {
+            return handle.commands.clone();
+        }
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let session = Session::new(Arc::clone(&self.ctx), key.clone(), state);
+        let task = tokio::spawn(session.run(rx));
+        sessions.insert(
+            key,
+            SessionHandle {
+                commands: tx.clone(),
+                task,
+            },
+        );
+        tx
+    }
+
+    async fn ask<T>(
+        &self,
+        tenant: TenantId,
+        device: &DeviceId,
+        command: impl FnOnce(oneshot::Sender<Result<T, LoginError>>) -> Command,
+    ) -> Result<T, LoginError> {
+        let stored = self.existing(tenant, device).await?;
+        let session = self.session(tenant, device, stored.state);
+        let (tx, rx) = oneshot::channel();
+        let gone = || LoginError::Cancelled(device.clone());
+        session.send(command(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Starts (or continues) a QR login and returns the code showing now.
+    pub async fn login_qr(
+        &self,
+        tenant: TenantId,
+        device: &DeviceId,
+    ) -> Result<QrLogin, LoginError> {
+        self.ask(tenant, device, Command::Qr).await
+    }
+
+    /// Starts (or continues) a pairing-code login for `phone`.
+    pub async fn login_code(
+        &self,
+        tenant: TenantId,
+        device: &DeviceId,
+        phone: &str,
+    ) -> Result<PairCodeLogin, LoginError> {
+        // Bad input changes nothing: validate before the device or a session is touched.
+        let phone = PhoneNumber::parse(phone)?;
+        self.ask(tenant, device, |reply| Command::PairCode { phone, reply })
+            .await
+    }
+
+    /// Logs the device out of WhatsApp and forgets its keys; the slot stays.
+    pub async fn logout(&self, tenant: TenantId, device: &DeviceId) -> Result<(), LoginError> {
+        self.ask(tenant, device, Command::Logout).await
+    }
+
+    /// Drops and reopens the device's connection; a linked device logs back in.
+    pub async fn reconnect(&self, tenant: TenantId, device: &DeviceId) -> Result<(), LoginError> {
+        self.ask(tenant, device, Command::Reconnect).await
+    }
+
+    /// Whether the device is connected and logged in.
+    pub async fn status(
+        &self,
+        tenant: TenantId,
+        device: &DeviceId,
+    ) -> Result<DeviceStatus, LoginError> {
+        let stored = self.existing(tenant, device).await?;
+        Ok(DeviceStatus {
+            is_connected: stored.state.is_connected(),
+            is_logged_in: stored.state == DeviceState::LoggedIn,
+        })
+    }
+
+    /// Logs the device out, stops its session and removes the slot with everything under it.
+    pub async fn delete(&self, tenant: TenantId, device: &DeviceId) -> Result<(), LoginError> {
+        self.existing(tenant, device).await?;
+        let key = (tenant, device.clone());
+        let handle = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        if let Some(handle) = handle {
+            let (tx, rx) = oneshot::channel();
+            if handle
+                .commands
+                .send(Command::Stop {
+                    logout: true,
+                    reply: tx,
+                })
+                .await
+                .is_ok()
+            {
+                let _ = rx.await;
+            }
+            let _ = handle.task.await;
+        }
+        self.ctx.wipe_backend(&key);
+        if !self.ctx.store.delete_device(tenant, device).await? {
+            return Err(LoginError::DeviceNotFound(device.clone()));
+        }
+        Ok(())
+    }
+
+    /// Stops every session without logging anything out, as a process shutdown does.
+    pub async fn shutdown(&self) {
+        let handles: Vec<SessionHandle> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, h)| h)
+            .collect();
+        for handle in handles {
+            let (tx, rx) = oneshot::channel();
+            if handle
+                .commands
+                .send(Command::Stop {
+                    logout: false,
+                    reply: tx,
+                })
+                .await
+                .is_ok()
+            {
+                let _ = rx.await;
+            }
+            let _ = handle.task.await;
+        }
+    }
+
+    /// The QR string a device shows right now, if any (for sandbox phones).
+    pub async fn current_qr(
+        &self,
+        tenant: TenantId,
+        device: &DeviceId,
+    ) -> Result<Option<String>, LoginError> {
+        self.ask(tenant, device, Command::CurrentQr).await
+    }
+
+    /// The pairing code a device shows right now and the phone it is for, if any.
+    pub async fn current_pair_code(
+        &self,
+        tenant: TenantId,
+        device: &DeviceId,
+    ) -> Result<Option<(PhoneNumber, String)>, LoginError> {
+        self.ask(tenant, device, Command::CurrentPairCode).await
+    }
+}
+
+impl Drop for DeviceManager {
+    fn drop(&mut self) {
+        for (_, handle) in self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            handle.task.abort();
+        }
+    }
+}

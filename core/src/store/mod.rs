@@ -1,0 +1,201 @@
+//! The PostgreSQL store: tenants and their credentials, device slots, QR images.
+//!
+//! Every tenant-scoped function takes the tenant first; there is no device query without one.
+//! The only cross-tenant reads are [`Store::devices_in_state`] (start-up) and
+//! [`Store::qr_image`] (by unguessable id).
+
+mod cluster;
+mod devices;
+mod migrate;
+mod qr_images;
+mod secrets;
+mod tenants;
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use thiserror::Error;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::domain::{DeviceId, TenantId};
+
+pub use cluster::{Cluster, ClusterError, ClusterOptions};
+pub use tenants::Credential;
+
+/// Connections the pool keeps at most.
+const POOL_SIZE: usize = 16;
+
+/// A handle on the database; cheap to clone, all clones share one pool.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    verified: Arc<secrets::VerifiedCache>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What went wrong in the store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The connection string did not parse.
+    #[error(
+        "the database URL is not a valid PostgreSQL connection string: {}: use e.g. postgres://user:password@host:5432/wagate",
+        describe(.0)
+    )]
+    InvalidUrl(#[source] tokio_postgres::Error),
+    /// No connection could be had from the pool.
+    #[error(
+        "could not get a database connection: {}: check that PostgreSQL is running and reachable",
+        describe_pool(.0)
+    )]
+    Pool(#[source] PoolError),
+    /// A statement failed.
+    #[error("could not {doing}: {}", describe(.source))]
+    Database {
+        /// What was being done, e.g. "list devices of tenant …".
+        doing: String,
+        /// The database's answer.
+        source: tokio_postgres::Error,
+    },
+    /// A migration failed; its transaction was rolled back.
+    #[error(
+        "could not apply migration {version:04}_{name}: {}: the schema is unchanged; fix the cause and start again",
+        describe(.source)
+    )]
+    Migration {
+        /// The migration's number.
+        version: i32,
+        /// The migration's name.
+        name: &'static str,
+        /// The database's answer.
+        source: tokio_postgres::Error,
+    },
+    /// The database was migrated by a newer wagate.
+    #[error(
+        "the database schema is at version {found}, newer than this wagate knows ({known}): run a newer wagate or point it at another database"
+    )]
+    SchemaTooNew {
+        /// The highest migration applied to the database.
+        found: i32,
+        /// The highest migration this build carries.
+        known: i32,
+    },
+    /// A tenant of that name exists.
+    #[error("a tenant named `{0}` already exists: choose another name")]
+    TenantExists(String),
+    /// The tenant is gone (deleted while its request ran).
+    #[error("tenant {0} does not exist: it may have been deleted")]
+    TenantNotFound(TenantId),
+    /// The tenant already has a device with that id.
+    #[error(
+        "device `{device_id}` already exists in tenant {tenant}: choose another device_id or delete the existing device first"
+    )]
+    DeviceExists {
+        /// The tenant.
+        tenant: TenantId,
+        /// The id asked for.
+        device_id: DeviceId,
+    },
+    /// The tenant has no device with that id.
+    #[error("device `{device_id}` does not exist in tenant {tenant}: create it first")]
+    DeviceNotFound {
+        /// The tenant.
+        tenant: TenantId,
+        /// The id asked for.
+        device_id: DeviceId,
+    },
+    /// The username belongs to another tenant.
+    #[error("username `{0}` already belongs to another tenant: choose another username")]
+    UsernameTaken(String),
+    /// A stored value is not one wagate writes: the database was edited by hand.
+    #[error("{0}: the database was changed outside wagate; fix or delete the row")]
+    Corrupt(String),
+    /// The blocking task that hashes secrets did not finish.
+    #[error("could not hash a secret: {0}: the server may be shutting down")]
+    Hashing(#[source] tokio::task::JoinError),
+}
+
+impl StoreError {
+    /// A failed statement, with what was being done.
+    fn db(doing: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        Self::Database {
+            doing: doing.into(),
+            source,
+        }
+    }
+}
+
+/// tokio-postgres's `Display` names only the kind of error ("db error"); the server's message is
+/// in the source.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match e.source() {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+fn describe_pool(e: &PoolError) -> String {
+    match e {
+        PoolError::Backend(e) => describe(e),
+        other => other.to_string(),
+    }
+}
+
+/// Whether `e` is a violation of the named unique constraint.
+fn violates(e: &tokio_postgres::Error, constraint: &str) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(constraint)
+    })
+}
+
+/// Whether `e` is a foreign-key violation, i.e. the referenced row is gone.
+fn is_missing_reference(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION)
+}
+
+impl Store {
+    /// Connects to the database at `url` (e.g. `postgres://user:pass@host:5432/db`), checks one
+    /// connection and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let config: tokio_postgres::Config = url.parse().map_err(StoreError::InvalidUrl)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            // Bounded so that an unreachable server fails requests instead of hanging them.
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .recycle_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .expect("a pool with a runtime accepts timeouts");
+        let store = Store {
+            pool,
+            verified: Arc::default(),
+        };
+        let mut client = store.client().await?;
+        migrate::migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        self.pool.get().await.map_err(StoreError::Pool)
+    }
+}

@@ -1,0 +1,622 @@
+//! The PostgreSQL store against a real server: migrations, tenants and credentials, devices
+//! scoped to their tenant, QR images, and the private cluster itself.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use support::{device_id, store, tenant};
+use wagate_core::domain::DeviceState;
+use wagate_core::store::{Cluster, ClusterOptions, Store, StoreError};
+
+mod connecting {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_that_is_not_there_is_reported_with_what_to_check() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap()
+            .port();
+        let url = format!("postgres://wagate:hunter2@127.0.0.1:{port}/wagate");
+        let err = Store::connect(&url).await.unwrap_err().to_string();
+        assert!(err.contains("check that PostgreSQL is running"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_url_is_rejected_without_echoing_it() {
+        let err = Store::connect("postgres://wagate:hunter2@127.0.0.1:notaport/x")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("the database URL is not a valid"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+mod migrations {
+    use super::*;
+
+    async fn applied(url: &str) -> Vec<(i32, String)> {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .query(
+                "SELECT version, name FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn connecting_migrates_an_empty_database() {
+        let url = support::fresh_database_url().await;
+        Store::connect(&url).await.unwrap();
+        assert_eq!(applied(&url).await, [(1, "init".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn connecting_again_applies_nothing_twice() {
+        let url = support::fresh_database_url().await;
+        Store::connect(&url).await.unwrap();
+        let store = Store::connect(&url).await.unwrap();
+        assert_eq!(applied(&url).await.len(), 1);
+        support::tenant(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_connections_apply_each_migration_once() {
+        let url = support::fresh_database_url().await;
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let url = url.clone();
+            connects.spawn(async move { Store::connect(&url).await });
+        }
+        for result in connects.join_all().await {
+            result.unwrap();
+        }
+        assert_eq!(applied(&url).await.len(), 1);
+    }
+}
+
+mod tenants {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_tenant_authenticates_with_its_credential() {
+        let store = store().await;
+        let (tenant, credential) = store.create_tenant("acme").await.unwrap();
+        assert_eq!(tenant.name, "acme");
+        let found = store
+            .authenticate(&credential.username, &credential.secret)
+            .await
+            .unwrap();
+        assert_eq!(found, Some(tenant));
+    }
+
+    #[tokio::test]
+    async fn generated_credentials_are_long_random_alphanumerics() {
+        let store = store().await;
+        let (_, a) = store.create_tenant("a").await.unwrap();
+        let (_, b) = store.create_tenant("b").await.unwrap();
+        let suffix = a.username.strip_prefix("wg_").unwrap();
+        assert_eq!(suffix.len(), 16);
+        assert_eq!(a.secret.len(), 32);
+        assert!(
+            (suffix.to_string() + &a.secret)
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric())
+        );
+        assert_ne!(a.username, b.username);
+        assert_ne!(a.secret, b.secret);
+    }
+
+    #[tokio::test]
+    async fn a_credential_debug_print_hides_the_secret() {
+        let store = store().await;
+        let (_, credential) = store.create_tenant("acme").await.unwrap();
+        let printed = format!("{credential:?}");
+        assert!(printed.contains(&credential.username));
+        assert!(!printed.contains(&credential.secret));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_secret_does_not_authenticate() {
+        let store = store().await;
+        let (_, credential) = store.create_tenant("acme").await.unwrap();
+        let found = store
+            .authenticate(&credential.username, "not-the-secret")
+            .await
+            .unwrap();
+        assert_eq!(found, None);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_username_does_not_authenticate() {
+        let store = store().await;
+        let found = store.authenticate("wg_nobody", "anything").await.unwrap();
+        assert_eq!(found, None);
+    }
+
+    #[tokio::test]
+    async fn tenant_names_are_unique() {
+        let store = store().await;
+        store.create_tenant("acme").await.unwrap();
+        let err = store.create_tenant("acme").await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::TenantExists(name) if name == "acme"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn ensuring_a_tenant_twice_keeps_it_and_its_credentials() {
+        let store = store().await;
+        let pairs = [("admin".to_string(), "pw1".to_string())];
+        let first = store
+            .ensure_tenant_with_credentials("default", &pairs)
+            .await
+            .unwrap();
+        let second = store
+            .ensure_tenant_with_credentials("default", &pairs)
+            .await
+            .unwrap();
+        assert_eq!(first, second);
+        let found = store.authenticate("admin", "pw1").await.unwrap();
+        assert_eq!(found, Some(first));
+    }
+
+    #[tokio::test]
+    async fn ensuring_a_tenant_updates_a_changed_password() {
+        let store = store().await;
+        let old = [("admin".to_string(), "old".to_string())];
+        let new = [("admin".to_string(), "new".to_string())];
+        let tenant = store
+            .ensure_tenant_with_credentials("default", &old)
+            .await
+            .unwrap();
+        // Verified once, so the old password sits in the cache too.
+        assert!(store.authenticate("admin", "old").await.unwrap().is_some());
+        store
+            .ensure_tenant_with_credentials("default", &new)
+            .await
+            .unwrap();
+        assert_eq!(store.authenticate("admin", "old").await.unwrap(), None);
+        assert_eq!(
+            store.authenticate("admin", "new").await.unwrap(),
+            Some(tenant)
+        );
+    }
+
+    #[tokio::test]
+    async fn ensuring_a_tenant_removes_credentials_no_longer_listed() {
+        let store = store().await;
+        let both = [
+            ("alice".to_string(), "a".to_string()),
+            ("bob".to_string(), "b".to_string()),
+        ];
+        store
+            .ensure_tenant_with_credentials("default", &both)
+            .await
+            .unwrap();
+        assert!(store.authenticate("bob", "b").await.unwrap().is_some());
+        store
+            .ensure_tenant_with_credentials("default", &both[..1])
+            .await
+            .unwrap();
+        assert_eq!(store.authenticate("bob", "b").await.unwrap(), None);
+        assert!(store.authenticate("alice", "a").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_username_of_another_tenant_cannot_be_claimed() {
+        let store = store().await;
+        let (_, credential) = store.create_tenant("acme").await.unwrap();
+        let pairs = [(credential.username.clone(), "mine now".to_string())];
+        let err = store
+            .ensure_tenant_with_credentials("default", &pairs)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::UsernameTaken(u) if *u == credential.username),
+            "{err}"
+        );
+        let owner = store
+            .authenticate(&credential.username, &credential.secret)
+            .await
+            .unwrap();
+        assert_eq!(owner.unwrap().name, "acme");
+    }
+}
+
+mod devices {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_new_device_is_disconnected_and_unlinked() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let device = store
+            .create_device(tenant.id, &device_id("phone-1"), Some("Front desk"))
+            .await
+            .unwrap();
+        assert_eq!(device.tenant, tenant.id);
+        assert_eq!(device.id.as_str(), "phone-1");
+        assert_eq!(device.display_name.as_deref(), Some("Front desk"));
+        assert_eq!(device.state, DeviceState::Disconnected);
+        assert_eq!(device.jid, None);
+        let found = store.find_device(tenant.id, &device.id).await.unwrap();
+        assert_eq!(found, Some(device));
+    }
+
+    #[tokio::test]
+    async fn a_device_id_is_unique_within_its_tenant() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("phone-1");
+        store.create_device(tenant.id, &id, None).await.unwrap();
+        let err = store.create_device(tenant.id, &id, None).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::DeviceExists { tenant: t, device_id } if *t == tenant.id && *device_id == id),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn two_tenants_may_use_the_same_device_id() {
+        let store = store().await;
+        let (a, b) = (tenant(&store).await, tenant(&store).await);
+        let id = device_id("phone-1");
+        store.create_device(a.id, &id, Some("a's")).await.unwrap();
+        store.create_device(b.id, &id, Some("b's")).await.unwrap();
+        let found = store.find_device(b.id, &id).await.unwrap().unwrap();
+        assert_eq!(found.display_name.as_deref(), Some("b's"));
+    }
+
+    #[tokio::test]
+    async fn a_tenant_lists_only_its_devices_oldest_first() {
+        let store = store().await;
+        let (a, b) = (tenant(&store).await, tenant(&store).await);
+        for id in ["zulu", "alpha", "mike"] {
+            store
+                .create_device(a.id, &device_id(id), None)
+                .await
+                .unwrap();
+        }
+        store
+            .create_device(b.id, &device_id("other"), None)
+            .await
+            .unwrap();
+        let listed: Vec<String> = store
+            .list_devices(a.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id.to_string())
+            .collect();
+        assert_eq!(listed, ["zulu", "alpha", "mike"]);
+    }
+
+    #[tokio::test]
+    async fn another_tenants_device_is_not_found() {
+        let store = store().await;
+        let (owner, other) = (tenant(&store).await, tenant(&store).await);
+        let id = device_id("phone-1");
+        store.create_device(owner.id, &id, None).await.unwrap();
+        assert_eq!(store.find_device(other.id, &id).await.unwrap(), None);
+        assert_eq!(store.device_internal_id(other.id, &id).await.unwrap(), None);
+        assert!(
+            !store
+                .set_device_state(other.id, &id, DeviceState::Connecting)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn another_tenants_device_cannot_be_deleted() {
+        let store = store().await;
+        let (owner, other) = (tenant(&store).await, tenant(&store).await);
+        let id = device_id("phone-1");
+        store.create_device(owner.id, &id, None).await.unwrap();
+        assert!(!store.delete_device(other.id, &id).await.unwrap());
+        assert!(store.find_device(owner.id, &id).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_device_is_gone() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("phone-1");
+        store.create_device(tenant.id, &id, None).await.unwrap();
+        assert!(store.delete_device(tenant.id, &id).await.unwrap());
+        assert_eq!(store.find_device(tenant.id, &id).await.unwrap(), None);
+        assert!(!store.delete_device(tenant.id, &id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_state_change_is_stored_and_keeps_the_jid() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("phone-1");
+        store.create_device(tenant.id, &id, None).await.unwrap();
+        let jid = "628912344551:3@s.whatsapp.net";
+        assert!(
+            store
+                .set_device_jid(tenant.id, &id, Some(jid))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .set_device_state(tenant.id, &id, DeviceState::LoggedIn)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .set_device_state(tenant.id, &id, DeviceState::Disconnected)
+                .await
+                .unwrap()
+        );
+        let device = store.find_device(tenant.id, &id).await.unwrap().unwrap();
+        assert_eq!(device.state, DeviceState::Disconnected);
+        assert_eq!(device.jid.as_deref(), Some(jid));
+    }
+
+    #[tokio::test]
+    async fn clearing_the_jid_unlinks_the_device() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("phone-1");
+        store.create_device(tenant.id, &id, None).await.unwrap();
+        store
+            .set_device_jid(tenant.id, &id, Some("1@s.whatsapp.net"))
+            .await
+            .unwrap();
+        assert!(store.set_device_jid(tenant.id, &id, None).await.unwrap());
+        let device = store.find_device(tenant.id, &id).await.unwrap().unwrap();
+        assert_eq!(device.jid, None);
+    }
+
+    #[tokio::test]
+    async fn updating_a_missing_device_reports_false() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("ghost");
+        assert!(
+            !store
+                .set_device_state(tenant.id, &id, DeviceState::Connecting)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .set_device_jid(tenant.id, &id, Some("1@s.whatsapp.net"))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn devices_in_a_state_are_found_across_tenants() {
+        let store = store().await;
+        let (a, b) = (tenant(&store).await, tenant(&store).await);
+        for (tenant, id, state) in [
+            (&a, "a-in", DeviceState::LoggedIn),
+            (&a, "a-out", DeviceState::Disconnected),
+            (&b, "b-in", DeviceState::LoggedIn),
+        ] {
+            store
+                .create_device(tenant.id, &device_id(id), None)
+                .await
+                .unwrap();
+            store
+                .set_device_state(tenant.id, &device_id(id), state)
+                .await
+                .unwrap();
+        }
+        let mut found = store.devices_in_state(DeviceState::LoggedIn).await.unwrap();
+        found.sort();
+        let mut expected = vec![(a.id, device_id("a-in")), (b.id, device_id("b-in"))];
+        expected.sort();
+        assert_eq!(found, expected);
+    }
+
+    #[tokio::test]
+    async fn a_device_has_an_internal_id_for_other_tables() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let (one, two) = (device_id("one"), device_id("two"));
+        store.create_device(tenant.id, &one, None).await.unwrap();
+        store.create_device(tenant.id, &two, None).await.unwrap();
+        let a = store
+            .device_internal_id(tenant.id, &one)
+            .await
+            .unwrap()
+            .unwrap();
+        let b = store
+            .device_internal_id(tenant.id, &two)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(a, b);
+    }
+}
+
+mod qr_images {
+    use super::*;
+
+    fn in_a_minute() -> chrono::DateTime<Utc> {
+        Utc::now() + chrono::Duration::minutes(1)
+    }
+
+    fn a_minute_ago() -> chrono::DateTime<Utc> {
+        Utc::now() - chrono::Duration::minutes(1)
+    }
+
+    #[tokio::test]
+    async fn a_stored_qr_image_is_served_by_its_id() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("phone-1");
+        store.create_device(tenant.id, &id, None).await.unwrap();
+        let png = b"\x89PNG fake".to_vec();
+        let image = store
+            .put_qr_image(tenant.id, &id, png.clone(), in_a_minute())
+            .await
+            .unwrap();
+        assert_eq!(store.qr_image(image).await.unwrap(), Some(png));
+    }
+
+    #[tokio::test]
+    async fn an_expired_qr_image_is_not_served() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("phone-1");
+        store.create_device(tenant.id, &id, None).await.unwrap();
+        let image = store
+            .put_qr_image(tenant.id, &id, vec![1], a_minute_ago())
+            .await
+            .unwrap();
+        assert_eq!(store.qr_image(image).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn purging_deletes_only_expired_qr_images() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("phone-1");
+        store.create_device(tenant.id, &id, None).await.unwrap();
+        store
+            .put_qr_image(tenant.id, &id, vec![1], a_minute_ago())
+            .await
+            .unwrap();
+        let live = store
+            .put_qr_image(tenant.id, &id, vec![2], in_a_minute())
+            .await
+            .unwrap();
+        assert_eq!(store.purge_expired_qr_images().await.unwrap(), 1);
+        assert_eq!(store.qr_image(live).await.unwrap(), Some(vec![2]));
+    }
+
+    #[tokio::test]
+    async fn qr_images_go_with_their_device() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("phone-1");
+        store.create_device(tenant.id, &id, None).await.unwrap();
+        let image = store
+            .put_qr_image(tenant.id, &id, vec![1], in_a_minute())
+            .await
+            .unwrap();
+        store.delete_device(tenant.id, &id).await.unwrap();
+        assert_eq!(store.qr_image(image).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_qr_image_needs_a_device_of_the_tenant() {
+        let store = store().await;
+        let (owner, other) = (tenant(&store).await, tenant(&store).await);
+        let id = device_id("phone-1");
+        store.create_device(owner.id, &id, None).await.unwrap();
+        let err = store
+            .put_qr_image(other.id, &id, vec![1], in_a_minute())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::DeviceNotFound { tenant, device_id } if *tenant == other.id && *device_id == id),
+            "{err}"
+        );
+    }
+}
+
+mod cluster {
+    use super::*;
+
+    fn postmaster_pid(cluster: &Cluster) -> String {
+        let pid_file = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
+        pid_file.lines().next().unwrap().to_string()
+    }
+
+    /// Waits until `pid` stopped running; a zombie has.
+    async fn gone(pid: &str) {
+        for _ in 0..1000 {
+            if std::fs::read_link(format!("/proc/{pid}/cwd")).is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("process {pid} survived kill -9");
+    }
+
+    #[tokio::test]
+    async fn a_cluster_starts_again_after_its_server_was_killed() {
+        // A private (0700) directory, as tempdirs are, tests reaching it as the postgres user.
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("pg");
+        // The same port both times, so that the killed server's socket lock is in the way too.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap()
+            .port();
+        let options = ClusterOptions {
+            port: Some(port),
+            throwaway: false,
+            ..support::throwaway_options()
+        };
+        let first = Cluster::start(&data_dir, options.clone()).await.unwrap();
+        let pid = postmaster_pid(&first);
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        gone(&pid).await;
+        // As when the process that started it died too: the watchdog goes, nothing is stopped.
+        drop(first);
+
+        let second = Cluster::start(&data_dir, options).await.unwrap();
+        // With fsync off, the last commits before the kill may be lost, so this checks only
+        // that the server serves again.
+        let store = Store::connect(&second.url()).await.unwrap();
+        store.create_tenant("after the kill").await.unwrap();
+        drop(store);
+        second.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stopped_throwaway_cluster_leaves_no_directory() {
+        let dir = std::env::temp_dir().join(format!("wagate-test-pg-{}", uuid::Uuid::new_v4()));
+        let cluster = Cluster::start(&dir, support::throwaway_options())
+            .await
+            .unwrap();
+        assert!(dir.join("PG_VERSION").exists());
+        cluster.stop().await.unwrap();
+        assert!(!dir.exists());
+    }
+
+    #[tokio::test]
+    async fn a_second_cluster_on_a_running_directory_is_refused() {
+        let cluster = Cluster::start(
+            &std::env::temp_dir().join(format!("wagate-test-pg-{}", uuid::Uuid::new_v4())),
+            support::throwaway_options(),
+        )
+        .await
+        .unwrap();
+        let err = Cluster::start(cluster.data_dir(), support::throwaway_options())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("already running"), "{err}");
+        assert!(cluster.data_dir().join("PG_VERSION").exists());
+        cluster.stop().await.unwrap();
+    }
+}

@@ -1,0 +1,97 @@
+//! Shared helpers: one throwaway PostgreSQL server per test binary (or the one named by
+//! `WAGATE_TEST_DATABASE_URL`) and a fresh database on it per test, so tests run in parallel.
+
+use tokio::sync::OnceCell;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+use wagate_core::domain::{DeviceId, Tenant};
+use wagate_core::store::{Cluster, ClusterOptions, Store};
+
+/// The server the tests' databases live on.
+struct Server {
+    /// A URL of a database on it from which others can be created.
+    admin_url: String,
+    /// Kept for the binary's lifetime; its watchdog stops it and deletes its directory when the
+    /// process exits.
+    _cluster: Option<Cluster>,
+}
+
+static SERVER: OnceCell<Server> = OnceCell::const_new();
+
+async fn server() -> &'static Server {
+    SERVER
+        .get_or_init(|| async {
+            if let Ok(url) = std::env::var("WAGATE_TEST_DATABASE_URL") {
+                return Server {
+                    admin_url: url,
+                    _cluster: None,
+                };
+            }
+            let dir = std::env::temp_dir().join(format!("wagate-test-pg-{}", Uuid::new_v4()));
+            let cluster = Cluster::start(&dir, throwaway_options())
+                .await
+                .expect("the test PostgreSQL cluster starts");
+            Server {
+                admin_url: cluster.url(),
+                _cluster: Some(cluster),
+            }
+        })
+        .await
+}
+
+/// Options for a test cluster: fast, and gone with the process.
+pub fn throwaway_options() -> ClusterOptions {
+    ClusterOptions {
+        port: None,
+        fsync: false,
+        throwaway: true,
+    }
+}
+
+/// The URL of a new, empty database of its own.
+pub async fn fresh_database_url() -> String {
+    let admin_url = &server().await.admin_url;
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
+        .await
+        .expect("the test server accepts connections");
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("a test database can be created");
+    drop(client);
+    let _ = connection.await;
+    with_database(admin_url, &name)
+}
+
+/// A store on a new database of its own, migrated.
+pub async fn store() -> Store {
+    Store::connect(&fresh_database_url().await)
+        .await
+        .expect("the store connects to its test database")
+}
+
+/// `url` with its database name replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    format!("{}/{database}{query}", &base[..path])
+}
+
+/// A new tenant on `store`.
+pub async fn tenant(store: &Store) -> Tenant {
+    let name = format!("tenant-{}", Uuid::new_v4().simple());
+    store.create_tenant(&name).await.expect("tenant created").0
+}
+
+/// A device id from a literal known to be valid.
+pub fn device_id(raw: &str) -> DeviceId {
+    DeviceId::parse(raw).expect("a valid device id")
+}

@@ -1,0 +1,107 @@
+//! wagate's HTTP API: the seed's login endpoints, device management, public QR images, the
+//! envelope, Basic auth to a tenant, and the spec generated from this code.
+
+mod auth;
+mod devices;
+mod envelope;
+mod error;
+mod login;
+mod statics;
+
+use std::sync::Arc;
+
+use poem::middleware::Tracing;
+use poem::{Endpoint, EndpointExt, Request, Route, get, handler};
+use poem_openapi::{OpenApiService, Tags};
+use wagate_core::engine::DeviceManager;
+
+pub use auth::TenantAuth;
+pub use envelope::ErrorEnvelope;
+pub use error::ApiError;
+
+/// What every request handler shares.
+pub struct ApiState {
+    /// The login engine and, through it, the store.
+    pub manager: Arc<DeviceManager>,
+    /// Base of the links the API hands out (e.g. `https://wa.example.com`); from the request's
+    /// `Host` when unset.
+    pub public_url: Option<String>,
+}
+
+impl ApiState {
+    /// The base URL links are built on.
+    pub fn public_base(&self, req: &Request) -> String {
+        if let Some(url) = &self.public_url {
+            return url.trim_end_matches('/').to_string();
+        }
+        let headers = req.headers();
+        let host = headers
+            .get("x-forwarded-host")
+            .or_else(|| headers.get("host"))
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme = headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("http");
+        format!("{scheme}://{host}")
+    }
+}
+
+/// Groups of operations in the spec.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Device slots.
+    Devices,
+    /// Linking a WhatsApp account.
+    Login,
+    /// Liveness.
+    Health,
+}
+
+type Apis = (devices::DevicesApi, login::LoginApi, statics::StaticsApi);
+
+/// The OpenAPI service: every operation and the spec they make.
+pub fn service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (devices::DevicesApi, login::LoginApi, statics::StaticsApi),
+        "wagate",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Multi-tenant WhatsApp multi-device login gateway: create device slots, link them by QR \
+         code or pairing code, and follow their login state. Every JSON answer is an envelope \
+         `{code, message, results}`; errors carry a machine-readable `code`.",
+    )
+}
+
+/// The spec as YAML, as committed in `openapi/openapi.yaml`.
+pub fn spec_yaml() -> String {
+    service().spec_yaml()
+}
+
+#[handler]
+fn spec_json() -> poem::web::Json<serde_json::Value> {
+    poem::web::Json(serde_json::from_str(&service().spec()).unwrap_or_default())
+}
+
+#[handler]
+fn spec_yaml_endpoint() -> poem::Response {
+    poem::Response::builder()
+        .content_type("application/yaml")
+        .body(spec_yaml())
+}
+
+/// The whole HTTP application.
+pub fn app(state: ApiState) -> impl Endpoint {
+    let api = service();
+    let docs = api.swagger_ui();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", get(spec_json))
+        .at("/openapi.yaml", get(spec_yaml_endpoint))
+        .catch_all_error(error::envelope_errors)
+        .data(Arc::new(state))
+        .with(Tracing)
+}

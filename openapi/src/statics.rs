@@ -1,0 +1,86 @@
+//! Public resources: QR images and the health check.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::{Binary, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use crate::envelope::envelope;
+use crate::{ApiError, ApiState, ApiTags};
+
+/// A QR image.
+#[derive(ApiResponse)]
+pub enum QrImageResponse {
+    /// The PNG.
+    #[oai(status = 200, content_type = "image/png")]
+    Png(Binary<Vec<u8>>, #[oai(header = "Cache-Control")] String),
+}
+
+/// The gateway is up.
+#[derive(Debug, Clone, Object)]
+pub struct HealthResult {
+    /// `ok`.
+    pub status: String,
+}
+
+envelope!(
+    /// The gateway's health.
+    HealthResponse,
+    HealthResult
+);
+
+/// Resources served without authentication.
+pub struct StaticsApi;
+
+#[OpenApi]
+impl StaticsApi {
+    /// QR code image
+    ///
+    /// The PNG behind a login's `qr_link`. No authentication: the name is unguessable, and the
+    /// image is gone (404) once its code expires.
+    #[oai(
+        path = "/statics/images/qrcode/:file_name",
+        method = "get",
+        operation_id = "getQrImage",
+        tag = "ApiTags::Login"
+    )]
+    async fn qr_image(
+        &self,
+        state: Data<&Arc<ApiState>>,
+        /// `scan-qr-{uuid}.png`.
+        file_name: Path<String>,
+    ) -> Result<QrImageResponse, ApiError> {
+        let gone = || {
+            ApiError::not_found(
+                "NOT_FOUND",
+                "qr image not found or expired: call the login endpoint again for a new code",
+            )
+        };
+        let id = file_name
+            .strip_prefix("scan-qr-")
+            .and_then(|rest| rest.strip_suffix(".png"))
+            .and_then(|uuid| Uuid::parse_str(uuid).ok())
+            .ok_or_else(gone)?;
+        let png = state.manager.store().qr_image(id).await?.ok_or_else(gone)?;
+        Ok(QrImageResponse::Png(Binary(png), "no-store".to_string()))
+    }
+
+    /// Health check
+    #[oai(
+        path = "/health",
+        method = "get",
+        operation_id = "health",
+        tag = "ApiTags::Health"
+    )]
+    async fn health(&self) -> Json<HealthResponse> {
+        HealthResponse::success(
+            "ok",
+            HealthResult {
+                status: "ok".to_string(),
+            },
+        )
+    }
+}

@@ -1,0 +1,83 @@
+//! `POST /devices/{device_id}/login/code?phone=…`: the pairing-code login of the seed.
+
+use reqwest::StatusCode;
+
+use crate::support::Gateway;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entered_pairing_code_logs_the_device_in() {
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+    api.create_device("my-device-id").await;
+
+    let login = api
+        .post("/devices/my-device-id/login/code?phone=628912344551")
+        .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    assert_eq!(login.code(), "SUCCESS");
+    assert_eq!(login.body["message"], "Pairing code generated successfully");
+    assert_eq!(login.body["results"]["device_id"], "my-device-id");
+    let code = login.body["results"]["pair_code"]
+        .as_str()
+        .expect("pair_code")
+        .to_string();
+    assert_eq!(code.len(), 9, "{code}");
+    assert_eq!(&code[4..5], "-", "{code}");
+
+    let again = api
+        .post("/devices/my-device-id/login/code?phone=628912344551")
+        .await;
+    assert_eq!(
+        again.body["results"]["pair_code"],
+        code.as_str(),
+        "the outstanding code is returned"
+    );
+
+    gateway
+        .sandbox
+        .enter_pair_code("628912344551", &code)
+        .await
+        .expect("the phone links the device");
+    api.wait_logged_in("my-device-id").await;
+    let device = api.get("/devices/my-device-id").await;
+    assert_eq!(device.body["results"]["state"], "logged_in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_phone_numbers_are_rejected_and_change_nothing() {
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+    api.create_device("d1").await;
+    let before = api.get("/devices/d1").await.body;
+
+    for phone in ["abc", "0812345678", "123", "12345678901234567890", ""] {
+        let answer = api
+            .post(&format!("/devices/d1/login/code?phone={phone}"))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{phone}: {}",
+            answer.body
+        );
+        assert_eq!(answer.code(), "VALIDATION_ERROR", "{phone}");
+        assert!(
+            answer.body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("phone")
+        );
+    }
+    let missing = api.post("/devices/d1/login/code").await;
+    assert_eq!(missing.code(), "VALIDATION_ERROR");
+
+    assert_eq!(
+        api.get("/devices/d1").await.body,
+        before,
+        "the device is untouched"
+    );
+    assert!(
+        gateway.sandbox.clients().is_empty(),
+        "no connection to WhatsApp was opened"
+    );
+}

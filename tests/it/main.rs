@@ -1,0 +1,9 @@
+//! wagate end to end: the real HTTP API over a real socket, a PostgreSQL cluster the tests start,
+//! and the WhatsApp sandbox driving the real whatsapp-rust client.
+
+mod auth;
+mod devices;
+mod login_code;
+mod login_qr;
+mod spec;
+mod support;

@@ -1,0 +1,265 @@
+//! Helpers shared by the end-to-end tests: a gateway on a free port with its own database and
+//! sandbox, an authenticated HTTP client, and a QR decoder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
+use wagate_core::events::EventBus;
+use wagate_core::store::Store;
+use wagate_openapi::ApiState;
+use wagate_sandbox::{Sandbox, SandboxConfig};
+
+// The store's test-database helpers are shared with wagate-core's own tests.
+#[allow(dead_code)]
+#[path = "../../../core/tests/support/mod.rs"]
+mod pg;
+
+/// How a test gateway runs.
+pub struct Options {
+    /// Seconds a login waits for WhatsApp.
+    pub login_timeout: Duration,
+    /// Sandbox clients' timer speed-up.
+    pub time_scale: u32,
+    /// QR refs per series.
+    pub qr_refs: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            login_timeout: Duration::from_secs(20),
+            time_scale: 10,
+            qr_refs: 6,
+        }
+    }
+}
+
+/// A gateway serving on 127.0.0.1, on its own database, linked to its own sandbox.
+pub struct Gateway {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The sandbox its devices talk to.
+    pub sandbox: Sandbox,
+    /// Its store, to look behind the API.
+    pub store: Store,
+    server: JoinHandle<()>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Gateway {
+    /// A gateway with default options.
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    /// A gateway with `options`.
+    pub async fn start_with(options: Options) -> Self {
+        let sandbox = Sandbox::start_with(SandboxConfig {
+            qr_refs: options.qr_refs,
+            time_scale: options.time_scale,
+            ..SandboxConfig::default()
+        })
+        .await
+        .expect("sandbox starts");
+        let store = pg::store().await;
+        let manager = Arc::new(DeviceManager::new(
+            store.clone(),
+            EventBus::new(),
+            EngineConfig {
+                endpoint: WhatsAppEndpoint::Sandbox {
+                    url: sandbox.ws_url(),
+                    time_scale: options.time_scale,
+                },
+                login_timeout: options.login_timeout,
+                ..EngineConfig::default()
+            },
+            reqwest::Client::new(),
+        ));
+        let app = wagate_openapi::app(ApiState {
+            manager: Arc::clone(&manager),
+            public_url: None,
+        });
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .expect("a free port");
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .expect("a TCP address");
+        let server = tokio::spawn(async move {
+            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+        });
+        let gateway = Self {
+            base: format!("http://{addr}"),
+            sandbox,
+            store,
+            server,
+        };
+        gateway.wait_until_serving().await;
+        gateway
+    }
+
+    async fn wait_until_serving(&self) {
+        for _ in 0..100 {
+            if reqwest::get(format!("{}/health", self.base)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the gateway did not start serving");
+    }
+
+    /// A new tenant and an API client holding its credential.
+    pub async fn tenant(&self, name: &str) -> Api {
+        let (_, credential) = self.store.create_tenant(name).await.expect("tenant");
+        Api {
+            base: self.base.clone(),
+            auth: Some((credential.username, credential.secret)),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// An API client without credentials.
+    pub fn anonymous(&self) -> Api {
+        Api {
+            base: self.base.clone(),
+            auth: None,
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// An HTTP client for the gateway's API.
+#[derive(Clone)]
+pub struct Api {
+    base: String,
+    auth: Option<(String, String)>,
+    http: reqwest::Client,
+}
+
+/// A decoded answer: status, headers and JSON body.
+pub struct Answer {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The JSON body (`Null` when there was none).
+    pub body: Value,
+}
+
+impl Answer {
+    /// The envelope's `code`.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+}
+
+impl Api {
+    /// The same client with other credentials.
+    pub fn with_auth(&self, user: &str, pass: &str) -> Api {
+        Api {
+            auth: Some((user.to_string(), pass.to_string())),
+            ..self.clone()
+        }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some((user, pass)) = &self.auth {
+            request = request.basic_auth(user, Some(pass));
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the gateway answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// `POST path` without a body.
+    pub async fn post(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::POST, path, None).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: Value) -> Answer {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Answer {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Creates a device and returns its id.
+    pub async fn create_device(&self, id: &str) -> String {
+        let answer = self
+            .post_json("/devices", serde_json::json!({ "device_id": id }))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        answer.body["results"]["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    /// Polls the device's status until it is logged in.
+    pub async fn wait_logged_in(&self, device: &str) {
+        for _ in 0..300 {
+            let status = self.get(&format!("/devices/{device}/status")).await;
+            if status.body["results"]["is_logged_in"] == true {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("device {device} did not log in within 30 s");
+    }
+}
+
+/// Fetches a URL without credentials: status and body bytes.
+pub async fn fetch(url: &str) -> (StatusCode, Vec<u8>) {
+    let response = reqwest::get(url).await.expect("fetch");
+    let status = response.status();
+    (status, response.bytes().await.expect("body").to_vec())
+}
+
+/// Reads the QR code in a PNG image.
+pub fn decode_qr(png_bytes: &[u8]) -> String {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes.to_vec()))
+        .read_info()
+        .expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut pixels).expect("a frame");
+    let (width, height) = (info.width as usize, info.height as usize);
+    let channels = info.line_size / width;
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| {
+        pixels[y * info.line_size + x * channels]
+    });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "exactly one QR code in the image");
+    grids[0].decode().expect("the QR code decodes").1
+}
