@@ -179,7 +179,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     #[cfg(feature = "sandbox")]
-    let (endpoint, _sandbox) = sandbox_endpoint(&args.sandbox).await?;
+    let (endpoint, control, _sandbox) = sandbox_endpoint(&args.sandbox).await?;
     #[cfg(not(feature = "sandbox"))]
     let endpoint = WhatsAppEndpoint::Production;
 
@@ -197,10 +197,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         http,
     ));
-    let app = wagate_openapi::app(ApiState {
+    let state = ApiState {
         manager: Arc::clone(&manager),
         public_url: args.public_url.clone(),
-    });
+    };
+    #[cfg(feature = "sandbox")]
+    let app = wagate_openapi::sandbox_app(state, control);
+    #[cfg(not(feature = "sandbox"))]
+    let app = wagate_openapi::app(state);
 
     let acceptor = TcpListener::bind(args.listen)
         .into_acceptor()
@@ -243,7 +247,7 @@ async fn shutdown_signal() {
 #[cfg(feature = "sandbox")]
 async fn sandbox_endpoint(
     args: &SandboxArgs,
-) -> anyhow::Result<(WhatsAppEndpoint, Option<wagate_sandbox::Sandbox>)> {
+) -> anyhow::Result<(WhatsAppEndpoint, String, Option<wagate_sandbox::Sandbox>)> {
     let time_scale = args.sandbox_time_scale.max(1);
     if let Some(url) = &args.whatsapp_url {
         let parsed = reqwest::Url::parse(url).with_context(|| format!("--whatsapp-url {url}"))?;
@@ -259,11 +263,17 @@ async fn sandbox_endpoint(
             );
         }
         tracing::warn!(%url, "sandbox build: devices talk to a WhatsApp sandbox, not WhatsApp");
+        // The standalone sandbox serves its control API on the websocket's host and port.
+        let control = format!(
+            "http://{host}:{}",
+            parsed.port_or_known_default().unwrap_or(80)
+        );
         return Ok((
             WhatsAppEndpoint::Sandbox {
                 url: url.clone(),
                 time_scale,
             },
+            control,
             None,
         ));
     }
@@ -275,7 +285,12 @@ async fn sandbox_endpoint(
         .await?;
         tracing::warn!(url = %sandbox.ws_url(), "sandbox mode: devices talk to an in-process WhatsApp sandbox");
         let url = sandbox.ws_url();
-        return Ok((WhatsAppEndpoint::Sandbox { url, time_scale }, Some(sandbox)));
+        let control = sandbox.http_url();
+        return Ok((
+            WhatsAppEndpoint::Sandbox { url, time_scale },
+            control,
+            Some(sandbox),
+        ));
     }
     bail!(
         "this is a sandbox build: start it with --sandbox or --whatsapp-url ws://127.0.0.1:PORT/ws/chat"

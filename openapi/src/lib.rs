@@ -6,12 +6,14 @@ mod devices;
 mod envelope;
 mod error;
 mod login;
+#[cfg(feature = "sandbox")]
+mod sandbox;
 mod statics;
 
 use std::sync::Arc;
 
 use poem::middleware::Tracing;
-use poem::{Endpoint, EndpointExt, Request, Route, get, handler};
+use poem::{Endpoint, EndpointExt, Request, Route};
 use poem_openapi::{OpenApiService, Tags};
 use wagate_core::engine::DeviceManager;
 
@@ -80,27 +82,43 @@ pub fn spec_yaml() -> String {
     service().spec_yaml()
 }
 
-#[handler]
-fn spec_json() -> poem::web::Json<serde_json::Value> {
-    poem::web::Json(serde_json::from_str(&service().spec()).unwrap_or_default())
-}
-
-#[handler]
-fn spec_yaml_endpoint() -> poem::Response {
-    poem::Response::builder()
-        .content_type("application/yaml")
-        .body(spec_yaml())
-}
-
 /// The whole HTTP application.
 pub fn app(state: ApiState) -> impl Endpoint {
-    let api = service();
+    serve(service(), state)
+}
+
+/// The application of a sandbox build: the API plus the simulated phone's endpoints, which
+/// drive the sandbox whose control API is at `sandbox_control` (e.g. `http://127.0.0.1:3010`).
+#[cfg(feature = "sandbox")]
+pub fn sandbox_app(state: ApiState, sandbox_control: String) -> impl Endpoint {
+    let api = OpenApiService::new(
+        (
+            devices::DevicesApi,
+            login::LoginApi,
+            statics::StaticsApi,
+            sandbox::SandboxApi {
+                control: sandbox_control,
+                http: reqwest::Client::new(),
+            },
+        ),
+        "wagate (sandbox)",
+        env!("CARGO_PKG_VERSION"),
+    );
+    serve(api, state)
+}
+
+fn serve<T: poem_openapi::OpenApi + 'static>(
+    api: OpenApiService<T, ()>,
+    state: ApiState,
+) -> impl Endpoint {
     let docs = api.swagger_ui();
+    let json = api.spec_endpoint();
+    let yaml = api.spec_endpoint_yaml();
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
-        .at("/openapi.json", get(spec_json))
-        .at("/openapi.yaml", get(spec_yaml_endpoint))
+        .at("/openapi.json", json)
+        .at("/openapi.yaml", yaml)
         .catch_all_error(error::envelope_errors)
         .data(Arc::new(state))
         .with(Tracing)

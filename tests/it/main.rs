@@ -2,6 +2,8 @@
 //! and the WhatsApp sandbox driving the real whatsapp-rust client.
 
 mod auth;
+#[cfg(feature = "sandbox")]
+mod binary;
 mod devices;
 mod login_code;
 mod login_qr;

@@ -208,16 +208,32 @@ struct SessionHandle {
 /// Commands queued per device before callers wait.
 const COMMAND_QUEUE: usize = 64;
 
+/// How often expired QR images are deleted.
+const QR_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Owns every device session.
 pub struct DeviceManager {
     ctx: Arc<EngineContext>,
     sessions: Mutex<HashMap<Key, SessionHandle>>,
+    housekeeping: JoinHandle<()>,
 }
 
 impl DeviceManager {
-    /// A manager with no live sessions.
+    /// A manager with no live sessions. Must be created inside a tokio runtime: it starts the
+    /// task that deletes expired QR images.
     pub fn new(store: Store, bus: EventBus, config: EngineConfig, http: reqwest::Client) -> Self {
+        let purging = store.clone();
+        let housekeeping = tokio::spawn(async move {
+            let mut every = tokio::time::interval(QR_PURGE_INTERVAL);
+            loop {
+                every.tick().await;
+                if let Err(e) = purging.purge_expired_qr_images().await {
+                    tracing::warn!("expired qr images not purged: {e}");
+                }
+            }
+        });
         Self {
+            housekeeping,
             ctx: Arc::new(EngineContext {
                 store,
                 bus,
@@ -410,6 +426,7 @@ impl DeviceManager {
 
 impl Drop for DeviceManager {
     fn drop(&mut self) {
+        self.housekeeping.abort();
         for (_, handle) in self
             .sessions
             .lock()

@@ -17,7 +17,7 @@ use wagate_sandbox::{Sandbox, SandboxConfig};
 // The store's test-database helpers are shared with wagate-core's own tests.
 #[allow(dead_code)]
 #[path = "../../../core/tests/support/mod.rs"]
-mod pg;
+pub mod pg;
 
 /// How a test gateway runs.
 pub struct Options {
@@ -167,6 +167,15 @@ impl Answer {
 }
 
 impl Api {
+    /// A client for the gateway at `base` with a credential.
+    pub fn new(base: &str, user: &str, pass: &str) -> Api {
+        Api {
+            base: base.to_string(),
+            auth: Some((user.to_string(), pass.to_string())),
+            http: reqwest::Client::new(),
+        }
+    }
+
     /// The same client with other credentials.
     pub fn with_auth(&self, user: &str, pass: &str) -> Api {
         Api {

@@ -1,0 +1,184 @@
+//! Sandbox builds only: the simulated phone, driven from the API so a person can finish a login
+//! from Swagger UI or curl. Calls go to the sandbox's control API.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi, Tags};
+
+use crate::auth::TenantAuth;
+use crate::devices::{device_id, not_found};
+use crate::envelope::envelope;
+use crate::{ApiError, ApiState};
+
+/// The sandbox build's extra group of operations.
+#[derive(Tags)]
+pub enum SandboxTags {
+    /// The simulated phone (sandbox builds only).
+    Sandbox,
+}
+
+/// What the simulated phone did.
+#[derive(Debug, Clone, Object)]
+pub struct PhoneResult {
+    /// The device acted on.
+    pub device_id: String,
+    /// The companion JID the sandbox linked or unlinked.
+    pub jid: String,
+}
+
+envelope!(
+    /// The simulated phone acted.
+    PhoneResponse,
+    PhoneResult
+);
+
+/// The simulated phone of a sandbox build.
+pub struct SandboxApi {
+    /// Base URL of the sandbox's control API, e.g. `http://127.0.0.1:3010`.
+    pub control: String,
+    /// Client for it.
+    pub http: reqwest::Client,
+}
+
+impl SandboxApi {
+    async fn phone(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.control))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ApiError::internal(format!("sandbox control API unreachable: {e}")))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body["error"]
+            .as_str()
+            .unwrap_or("the sandbox refused")
+            .to_string();
+        Err(if status.as_u16() == 404 {
+            ApiError::not_found("NOT_FOUND", message)
+        } else {
+            ApiError::validation(message)
+        })
+    }
+}
+
+#[OpenApi(tag = "SandboxTags::Sandbox")]
+impl SandboxApi {
+    /// Scan the device's QR code with a sandbox phone
+    #[oai(
+        path = "/sandbox/devices/:device_id/scan",
+        method = "post",
+        operation_id = "sandboxScanQr"
+    )]
+    async fn scan(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The device showing a QR code.
+        device_id: Path<String>,
+        /// The phone that scans; a fresh one when absent.
+        phone: Query<Option<String>>,
+    ) -> Result<Json<PhoneResponse>, ApiError> {
+        let id = self::device_id(&device_id)?;
+        let qr = state
+            .manager
+            .current_qr(auth.0.id, &id)
+            .await?
+            .ok_or_else(|| {
+                ApiError::validation(format!(
+                    "device `{id}` shows no QR code: call GET /devices/{id}/login first"
+                ))
+            })?;
+        let mut body = serde_json::json!({ "qr": qr });
+        if let Some(phone) = phone.0 {
+            body["phone"] = phone.into();
+        }
+        let linked = self.phone("/phone/scan", body).await?;
+        Ok(PhoneResponse::success(
+            "QR code scanned",
+            PhoneResult {
+                device_id: id.to_string(),
+                jid: linked["jid"].as_str().unwrap_or_default().to_string(),
+            },
+        ))
+    }
+
+    /// Enter the device's pairing code on its sandbox phone
+    #[oai(
+        path = "/sandbox/devices/:device_id/enter-code",
+        method = "post",
+        operation_id = "sandboxEnterPairCode"
+    )]
+    async fn enter_code(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The device showing a pairing code.
+        device_id: Path<String>,
+    ) -> Result<Json<PhoneResponse>, ApiError> {
+        let id = self::device_id(&device_id)?;
+        let (phone, code) = state
+            .manager
+            .current_pair_code(auth.0.id, &id)
+            .await?
+            .ok_or_else(|| {
+                ApiError::validation(format!(
+                    "device `{id}` shows no pairing code: call POST /devices/{id}/login/code first"
+                ))
+            })?;
+        let body = serde_json::json!({ "phone": phone.as_str(), "code": code });
+        let linked = self.phone("/phone/pair-code", body).await?;
+        Ok(PhoneResponse::success(
+            "Pairing code entered",
+            PhoneResult {
+                device_id: id.to_string(),
+                jid: linked["jid"].as_str().unwrap_or_default().to_string(),
+            },
+        ))
+    }
+
+    /// Unlink the device from its sandbox phone
+    #[oai(
+        path = "/sandbox/devices/:device_id/unlink",
+        method = "post",
+        operation_id = "sandboxUnlink"
+    )]
+    async fn unlink(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The linked device.
+        device_id: Path<String>,
+    ) -> Result<Json<PhoneResponse>, ApiError> {
+        let id = self::device_id(&device_id)?;
+        let device = state
+            .manager
+            .store()
+            .find_device(auth.0.id, &id)
+            .await?
+            .ok_or_else(|| not_found(&id))?;
+        let jid = device
+            .jid
+            .ok_or_else(|| ApiError::validation(format!("device `{id}` is not linked")))?;
+        self.phone("/phone/unlink", serde_json::json!({ "jid": jid }))
+            .await?;
+        Ok(PhoneResponse::success(
+            "Device unlinked",
+            PhoneResult {
+                device_id: id.to_string(),
+                jid,
+            },
+        ))
+    }
+}
