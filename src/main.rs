@@ -197,6 +197,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         http,
     ));
+    // Linked devices come back by themselves; the API serves while they reconnect.
+    let restoring = tokio::spawn({
+        let manager = Arc::clone(&manager);
+        async move {
+            match manager.restore().await {
+                Ok(n) => tracing::info!(devices = n, "linked devices restored"),
+                Err(e) => tracing::error!("linked devices not restored: {e}"),
+            }
+        }
+    });
     let state = ApiState {
         manager: Arc::clone(&manager),
         public_url: args.public_url.clone(),
@@ -222,6 +232,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app, shutdown_signal(), Some(Duration::from_secs(10)))
         .await?;
+    restoring.abort();
     manager.shutdown().await;
     if let Some(cluster) = cluster {
         cluster.stop().await?;

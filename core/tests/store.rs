@@ -60,7 +60,10 @@ mod migrations {
     async fn connecting_migrates_an_empty_database() {
         let url = support::fresh_database_url().await;
         Store::connect(&url).await.unwrap();
-        assert_eq!(applied(&url).await, [(1, "init".to_string())]);
+        assert_eq!(
+            applied(&url).await,
+            [(1, "init".to_string()), (2, "device_keys".to_string())]
+        );
     }
 
     #[tokio::test]
@@ -68,7 +71,7 @@ mod migrations {
         let url = support::fresh_database_url().await;
         Store::connect(&url).await.unwrap();
         let store = Store::connect(&url).await.unwrap();
-        assert_eq!(applied(&url).await.len(), 1);
+        assert_eq!(applied(&url).await.len(), 2);
         support::tenant(&store).await;
     }
 
@@ -83,7 +86,7 @@ mod migrations {
         for result in connects.join_all().await {
             result.unwrap();
         }
-        assert_eq!(applied(&url).await.len(), 1);
+        assert_eq!(applied(&url).await.len(), 2);
     }
 }
 

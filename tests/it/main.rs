@@ -5,6 +5,7 @@ mod auth;
 #[cfg(feature = "sandbox")]
 mod binary;
 mod devices;
+mod durable;
 mod login_code;
 mod login_qr;
 mod spec;

@@ -7,20 +7,19 @@ mod phone;
 mod qr_image;
 mod session;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
-use whatsapp_rust::wacore::store::InMemoryBackend;
 use whatsapp_rust::wacore::store::traits::Backend;
 
 use crate::domain::{Device, DeviceId, DeviceState, TenantId};
-use crate::events::EventBus;
+use crate::events::{EngineEventKind, EventBus};
 use crate::store::{Store, StoreError};
 
 pub use http::ReqwestHttp;
@@ -176,27 +175,24 @@ pub(crate) struct EngineContext {
     pub bus: EventBus,
     pub config: EngineConfig,
     pub http: reqwest::Client,
-    /// whatsapp-rust key material per device. In memory for now: a restart needs a new scan.
-    backends: Mutex<HashMap<Key, Arc<dyn Backend>>>,
 }
 
 impl EngineContext {
-    /// The device's key store, created empty on first use.
-    pub fn backend(&self, key: &Key) -> Arc<dyn Backend> {
-        let mut backends = self.backends.lock().unwrap_or_else(|e| e.into_inner());
-        Arc::clone(
-            backends
-                .entry(key.clone())
-                .or_insert_with(|| Arc::new(InMemoryBackend::new())),
-        )
+    /// The device's key store in PostgreSQL.
+    pub async fn backend(&self, key: &Key) -> Result<Arc<dyn Backend>, LoginError> {
+        let store = self
+            .store
+            .key_store(key.0, &key.1)
+            .await?
+            .ok_or_else(|| LoginError::DeviceNotFound(key.1.clone()))?;
+        Ok(Arc::new(store))
     }
 
     /// Forgets the device's keys: it must be linked again.
-    pub fn wipe_backend(&self, key: &Key) {
-        self.backends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+    pub async fn wipe_backend(&self, key: &Key) {
+        if let Err(e) = self.store.wipe_keys(key.0, &key.1).await {
+            tracing::error!(device = %key.1, "keys not wiped: {e}");
+        }
     }
 }
 
@@ -205,8 +201,27 @@ struct SessionHandle {
     task: JoinHandle<()>,
 }
 
+impl SessionHandle {
+    /// Ends the session and waits for it; `logout` unlinks a logged-in device first.
+    async fn stop(self, logout: bool) {
+        let (reply, done) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Stop { logout, reply })
+            .await
+            .is_ok()
+        {
+            let _ = done.await;
+        }
+        let _ = self.task.await;
+    }
+}
+
 /// Commands queued per device before callers wait.
 const COMMAND_QUEUE: usize = 64;
+
+/// Devices reconnected at once by a start-up restore.
+const RESTORE_BATCH: usize = 32;
 
 /// How often expired QR images are deleted.
 const QR_PURGE_INTERVAL: Duration = Duration::from_secs(60);
@@ -239,7 +254,6 @@ impl DeviceManager {
                 bus,
                 config,
                 http,
-                backends: Mutex::new(HashMap::new()),
             }),
             sessions: Mutex::new(HashMap::new()),
         }
@@ -358,25 +372,46 @@ impl DeviceManager {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
         if let Some(handle) = handle {
-            let (tx, rx) = oneshot::channel();
-            if handle
-                .commands
-                .send(Command::Stop {
-                    logout: true,
-                    reply: tx,
-                })
-                .await
-                .is_ok()
-            {
-                let _ = rx.await;
-            }
-            let _ = handle.task.await;
+            handle.stop(true).await;
         }
-        self.ctx.wipe_backend(&key);
+        // The device's keys go with it (the key tables cascade).
         if !self.ctx.store.delete_device(tenant, device).await? {
             return Err(LoginError::DeviceNotFound(device.clone()));
         }
         Ok(())
+    }
+
+    /// Reconnects every linked device from its stored keys, a batch at a time so a gateway with
+    /// thousands of devices comes up smoothly; returns how many devices it started. Each batch
+    /// waits until its devices are logged in, have failed, or the login timeout passed. The API
+    /// serves meanwhile: run this in its own task.
+    pub async fn restore(&self) -> Result<usize, StoreError> {
+        let devices = self.ctx.store.linked_devices().await?;
+        let mut events = self.ctx.bus.subscribe();
+        for batch in devices.chunks(RESTORE_BATCH) {
+            let mut pending: HashSet<Key> = batch.iter().cloned().collect();
+            for (tenant, id) in batch {
+                let session = self.session(*tenant, id, DeviceState::LoggedIn);
+                let _ = session.send(Command::Resume).await;
+            }
+            let deadline = tokio::time::Instant::now() + self.ctx.config.login_timeout;
+            while !pending.is_empty() {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Ok(Ok(event)) => {
+                        if let EngineEventKind::StateChanged {
+                            to: DeviceState::LoggedIn | DeviceState::Disconnected,
+                            ..
+                        } = event.kind
+                        {
+                            pending.remove(&(event.tenant, event.device_id));
+                        }
+                    }
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                    Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
+                }
+            }
+        }
+        Ok(devices.len())
     }
 
     /// Stops every session without logging anything out, as a process shutdown does.
@@ -389,19 +424,7 @@ impl DeviceManager {
             .map(|(_, h)| h)
             .collect();
         for handle in handles {
-            let (tx, rx) = oneshot::channel();
-            if handle
-                .commands
-                .send(Command::Stop {
-                    logout: false,
-                    reply: tx,
-                })
-                .await
-                .is_ok()
-            {
-                let _ = rx.await;
-            }
-            let _ = handle.task.await;
+            handle.stop(false).await;
         }
     }
 

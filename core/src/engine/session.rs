@@ -31,6 +31,8 @@ pub(crate) enum Command {
     Logout(Reply<()>),
     Reconnect(Reply<()>),
     CurrentQr(Reply<Option<String>>),
+    /// Reconnects a linked device from its stored keys (start-up restore).
+    Resume,
     CurrentPairCode(Reply<Option<(PhoneNumber, String)>>),
     /// Ends the session; `logout` also unlinks a logged-in device first.
     Stop {
@@ -166,6 +168,15 @@ impl Session {
                     Ok(())
                 };
                 let _ = reply.send(result);
+            }
+            Command::Resume => {
+                if self.running.is_none() {
+                    self.set_state(DeviceState::Connecting).await;
+                    if let Err(e) = self.start_client().await {
+                        tracing::error!(device = %self.device(), "not restored: {e}");
+                        self.set_state(DeviceState::Disconnected).await;
+                    }
+                }
             }
             Command::CurrentQr(reply) => {
                 let qr = self.live_qr().map(|q| q.qr_code.clone());
@@ -315,17 +326,17 @@ impl Session {
                 }
             }
             Err(error) => {
-                let timed_out = matches!(error, LoginError::Timeout { .. });
                 let waiters = std::mem::take(&mut self.code_waiters);
-                for (_, reply) in waiters {
-                    let _ = reply.send(Err(error.clone_for_waiter(&self.key.1)));
-                }
-                if timed_out {
+                // A timed-out device is disconnected before anyone hears of the timeout.
+                if matches!(error, LoginError::Timeout { .. }) {
                     self.give_up(LoginFailure::Timeout).await;
                 } else {
                     self.publish(EngineEventKind::LoginFailed {
                         reason: LoginFailure::PairCodeRejected,
                     });
+                }
+                for (_, reply) in waiters {
+                    let _ = reply.send(Err(error.clone_for_waiter(&self.key.1)));
                 }
             }
         }
@@ -491,13 +502,20 @@ impl Session {
         if self.qr_waiters.is_empty() && self.code_waiters.is_empty() {
             return;
         }
-        let device = self.device().clone();
-        let waited = self.ctx.config.login_timeout;
-        self.fail_waiters(|| LoginError::Timeout {
-            device: device.clone(),
-            waited,
-        });
+        let qr_waiters = std::mem::take(&mut self.qr_waiters);
+        let code_waiters = std::mem::take(&mut self.code_waiters);
+        // The device is disconnected before anyone hears of the timeout.
         self.give_up(LoginFailure::Timeout).await;
+        let timeout = || LoginError::Timeout {
+            device: self.key.1.clone(),
+            waited: self.ctx.config.login_timeout,
+        };
+        for reply in qr_waiters {
+            let _ = reply.send(Err(timeout()));
+        }
+        for (_, reply) in code_waiters {
+            let _ = reply.send(Err(timeout()));
+        }
     }
 
     /// Stops the client after a failed login attempt; the device is disconnected.
@@ -532,7 +550,7 @@ impl Session {
     }
 
     async fn start_client(&mut self) -> Result<(), LoginError> {
-        let backend = self.ctx.backend(&self.key);
+        let backend = self.ctx.backend(&self.key).await?;
         let client = client::start(&self.ctx, backend)
             .await
             .map_err(|detail| self.internal(detail))?;
@@ -577,7 +595,7 @@ impl Session {
             if was_linked {
                 self.forget_link("logout").await;
             } else {
-                self.ctx.wipe_backend(&self.key);
+                self.ctx.wipe_backend(&self.key).await;
                 self.set_state(DeviceState::Disconnected).await;
             }
         } else {
@@ -587,7 +605,7 @@ impl Session {
 
     /// The device is no longer linked: keys and JID go, the slot stays.
     async fn forget_link(&mut self, reason: &str) {
-        self.ctx.wipe_backend(&self.key);
+        self.ctx.wipe_backend(&self.key).await;
         if let Err(e) = self
             .ctx
             .store

@@ -194,6 +194,26 @@ impl Store {
             .collect()
     }
 
+    /// Every device linked to a WhatsApp account (it has a JID), across tenants: the devices a
+    /// starting gateway reconnects. Logout and unlink clear the JID.
+    pub async fn linked_devices(&self) -> Result<Vec<(TenantId, DeviceId)>, StoreError> {
+        self.client()
+            .await?
+            .query(
+                "SELECT tenant_id, device_id FROM devices WHERE jid IS NOT NULL
+                 ORDER BY tenant_id, device_id",
+                &[],
+            )
+            .await
+            .map_err(|e| StoreError::db("list the linked devices".to_string(), e))?
+            .iter()
+            .map(|row| {
+                let tenant = TenantId(row.get(0));
+                Ok((tenant, stored_id(tenant, row.get(1))?))
+            })
+            .collect()
+    }
+
     /// The row id other tables use to refer to the tenant's device `id`.
     pub async fn device_internal_id(
         &self,

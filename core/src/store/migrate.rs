@@ -12,11 +12,18 @@ struct Migration {
 }
 
 /// Every migration, in order; file `NNNN_name.sql` is `version: NNNN, name`.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/0001_init.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "device_keys",
+        sql: include_str!("../../../migrations/0002_device_keys.sql"),
+    },
+];
 
 /// Serialises migrations across every process sharing the database ("wagate:m" in ASCII).
 const LOCK_KEY: i64 = 0x7761_6761_7465_3a6d;

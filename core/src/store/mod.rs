@@ -6,6 +6,7 @@
 
 mod cluster;
 mod devices;
+pub mod keys;
 mod migrate;
 mod qr_images;
 mod secrets;

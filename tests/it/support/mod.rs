@@ -8,6 +8,7 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::task::JoinHandle;
+use wagate_core::domain::{DeviceId, TenantId};
 use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
 use wagate_core::events::EventBus;
 use wagate_core::store::Store;
@@ -20,6 +21,7 @@ use wagate_sandbox::{Sandbox, SandboxConfig};
 pub mod pg;
 
 /// How a test gateway runs.
+#[derive(Clone, Copy)]
 pub struct Options {
     /// Seconds a login waits for WhatsApp.
     pub login_timeout: Duration,
@@ -47,12 +49,19 @@ pub struct Gateway {
     pub sandbox: Sandbox,
     /// Its store, to look behind the API.
     pub store: Store,
-    server: JoinHandle<()>,
+    /// Its engine.
+    pub manager: Arc<DeviceManager>,
+    database_url: String,
+    options: Options,
+    server: ServerTask,
 }
 
-impl Drop for Gateway {
+/// The task serving HTTP; it stops when dropped.
+struct ServerTask(JoinHandle<()>);
+
+impl Drop for ServerTask {
     fn drop(&mut self) {
-        self.server.abort();
+        self.0.abort();
     }
 }
 
@@ -71,7 +80,32 @@ impl Gateway {
         })
         .await
         .expect("sandbox starts");
-        let store = pg::store().await;
+        let database_url = pg::fresh_database_url().await;
+        Self::launch(sandbox, database_url, options).await
+    }
+
+    /// Stops this gateway as a process exit would (nothing logged out) and starts a new one on
+    /// the same database and sandbox, which restores the linked devices.
+    pub async fn restart(self) -> Self {
+        let Gateway {
+            sandbox,
+            manager,
+            database_url,
+            options,
+            server,
+            ..
+        } = self;
+        drop(server);
+        manager.shutdown().await;
+        drop(manager);
+        let gateway = Self::launch(sandbox, database_url, options).await;
+        let restoring = Arc::clone(&gateway.manager);
+        tokio::spawn(async move { restoring.restore().await });
+        gateway
+    }
+
+    async fn launch(sandbox: Sandbox, database_url: String, options: Options) -> Self {
+        let store = Store::connect(&database_url).await.expect("store");
         let manager = Arc::new(DeviceManager::new(
             store.clone(),
             EventBus::new(),
@@ -98,13 +132,16 @@ impl Gateway {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .expect("a TCP address");
-        let server = tokio::spawn(async move {
+        let server = ServerTask(tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        }));
         let gateway = Self {
             base: format!("http://{addr}"),
             sandbox,
             store,
+            manager,
+            database_url,
+            options,
             server,
         };
         gateway.wait_until_serving().await;
@@ -121,14 +158,78 @@ impl Gateway {
         panic!("the gateway did not start serving");
     }
 
+    /// Rows of whatsapp-rust key material stored for a device, over every key table.
+    pub async fn key_rows(&self, tenant: TenantId, device: &str) -> i64 {
+        self.key_tables_sum(tenant, device, "count(*)").await
+    }
+
+    /// Bytes of whatsapp-rust key material stored for a device, over every key table.
+    pub async fn key_bytes(&self, tenant: TenantId, device: &str) -> i64 {
+        self.key_tables_sum(
+            tenant,
+            device,
+            "coalesce(sum(pg_column_size(t.*)), 0)::bigint",
+        )
+        .await
+    }
+
+    async fn key_tables_sum(&self, tenant: TenantId, device: &str, aggregate: &str) -> i64 {
+        let id = DeviceId::parse(device).expect("device id");
+        let Some(internal) = self
+            .store
+            .device_internal_id(tenant, &id)
+            .await
+            .expect("lookup")
+        else {
+            return 0;
+        };
+        let (client, connection) =
+            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+        let connection = tokio::spawn(connection);
+        let tables = client
+            .query(
+                "SELECT table_name FROM information_schema.columns
+                 WHERE column_name = 'device_internal_id' AND table_name LIKE 'wa\\_%'",
+                &[],
+            )
+            .await
+            .expect("tables");
+        let mut total = 0;
+        for table in tables {
+            let name: String = table.get(0);
+            let value: i64 = client
+                .query_one(
+                    &format!("SELECT {aggregate} FROM {name} t WHERE device_internal_id = $1"),
+                    &[&internal],
+                )
+                .await
+                .expect("aggregate")
+                .get(0);
+            total += value;
+        }
+        drop(client);
+        let _ = connection.await;
+        total
+    }
+
     /// A new tenant and an API client holding its credential.
     pub async fn tenant(&self, name: &str) -> Api {
-        let (_, credential) = self.store.create_tenant(name).await.expect("tenant");
-        Api {
-            base: self.base.clone(),
-            auth: Some((credential.username, credential.secret)),
-            http: reqwest::Client::new(),
-        }
+        self.tenant_with_id(name).await.1
+    }
+
+    /// A new tenant, its id, and an API client holding its credential.
+    pub async fn tenant_with_id(&self, name: &str) -> (TenantId, Api) {
+        let (tenant, credential) = self.store.create_tenant(name).await.expect("tenant");
+        (
+            tenant.id,
+            Api {
+                base: self.base.clone(),
+                auth: Some((credential.username, credential.secret)),
+                http: reqwest::Client::new(),
+            },
+        )
     }
 
     /// An API client without credentials.
@@ -168,6 +269,7 @@ impl Answer {
 
 impl Api {
     /// A client for the gateway at `base` with a credential.
+    #[cfg_attr(not(feature = "sandbox"), allow(dead_code))]
     pub fn new(base: &str, user: &str, pass: &str) -> Api {
         Api {
             base: base.to_string(),
@@ -236,16 +338,30 @@ impl Api {
             .to_string()
     }
 
+    /// The same credentials against the gateway at `base` (after a restart).
+    pub fn at(&self, base: &str) -> Api {
+        Api {
+            base: base.to_string(),
+            ..self.clone()
+        }
+    }
+
     /// Polls the device's status until it is logged in.
     pub async fn wait_logged_in(&self, device: &str) {
+        self.wait_state(device, "logged_in").await;
+    }
+
+    /// Polls the device until its state is `state`.
+    pub async fn wait_state(&self, device: &str, state: &str) {
+        let mut seen = Value::Null;
         for _ in 0..300 {
-            let status = self.get(&format!("/devices/{device}/status")).await;
-            if status.body["results"]["is_logged_in"] == true {
+            seen = self.get(&format!("/devices/{device}")).await.body["results"]["state"].clone();
+            if seen == state {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("device {device} did not log in within 30 s");
+        panic!("device {device} did not reach {state} within 30 s; it is {seen}");
     }
 }
 

@@ -1,0 +1,260 @@
+//! whatsapp-rust's storage [`Backend`] on PostgreSQL: one [`PgBackend`] per device.
+//!
+//! The library's store traits take no device id, so a backend is bound to one device's
+//! `devices.internal_id` and every statement is scoped by it. The tables are those of
+//! `migrations/0002_device_keys.sql`; they all cascade away with their device.
+//!
+//! The semantics (what a miss returns, what an overwrite keeps, batch behaviour) follow the
+//! library's in-memory reference backend, with two deliberate differences: the sent-message
+//! store is not capped at a fixed count, because the rows live in the database, not in process
+//! memory (the client's keep-alive sweep prunes them by age); and a pre-key's `uploaded` flag is
+//! stored, which the reference ignores.
+//!
+//! [`Backend`]: whatsapp_rust::wacore::store::traits::Backend
+
+mod app_sync;
+mod device;
+mod msg_secret;
+mod protocol;
+mod signal;
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use deadpool_postgres::{Pool, PoolError};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+use whatsapp_rust::wacore::store::error::StoreError as WaStoreError;
+
+use super::{Store, StoreError};
+use crate::domain::{DeviceId, TenantId};
+
+/// The library's result type, which every trait method returns.
+type WaResult<T> = Result<T, WaStoreError>;
+
+/// Every table holding a device's key material; [`Store::wipe_keys`] empties them all.
+const TABLES: &[&str] = &[
+    "wa_identities",
+    "wa_sessions",
+    "wa_prekeys",
+    "wa_signed_prekeys",
+    "wa_sender_keys",
+    "wa_app_state_keys",
+    "wa_app_state_versions",
+    "wa_app_state_mutation_macs",
+    "wa_sender_key_devices",
+    "wa_lid_mappings",
+    "wa_base_keys",
+    "wa_device_lists",
+    "wa_group_metadata",
+    "wa_tc_tokens",
+    "wa_sent_messages",
+    "wa_pending_inbound",
+    "wa_msg_secrets",
+    "wa_device",
+];
+
+/// whatsapp-rust's storage backend for one device, on the shared PostgreSQL pool.
+///
+/// Cheap to clone; clones share the pool and address the same device. Get one with
+/// [`Store::key_store`].
+#[derive(Clone)]
+pub struct PgBackend {
+    pool: Pool,
+    device: i64,
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgBackend {
+    /// The `devices.internal_id` this backend reads and writes.
+    pub fn device_internal_id(&self) -> i64 {
+        self.device
+    }
+
+    /// A failed statement, as the library's error, naming the operation and the device.
+    fn db_error(&self, doing: &str, e: tokio_postgres::Error) -> WaStoreError {
+        WaStoreError::Database(Box::new(StoreError::db(
+            format!("{doing} (device {})", self.device),
+            e,
+        )))
+    }
+
+    /// A stored value that does not decode, as the library's error.
+    fn corrupt(&self, what: &str, detail: impl std::fmt::Display) -> WaStoreError {
+        WaStoreError::Serialization(Box::new(StoreError::Corrupt(format!(
+            "{what} of device {} does not decode: {detail}",
+            self.device
+        ))))
+    }
+
+    async fn client(&self) -> WaResult<deadpool_postgres::Client> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e: PoolError| WaStoreError::Connection(Box::new(StoreError::Pool(e))))
+    }
+
+    /// Runs one statement (prepared once per connection) and returns the rows it changed.
+    async fn execute(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> WaResult<u64> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.db_error(doing, e))?;
+        client
+            .execute(&statement, params)
+            .await
+            .map_err(|e| self.db_error(doing, e))
+    }
+
+    /// Runs one query and returns its rows.
+    async fn query(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> WaResult<Vec<Row>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.db_error(doing, e))?;
+        client
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.db_error(doing, e))
+    }
+
+    /// Runs one query that yields at most one row.
+    async fn query_opt(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> WaResult<Option<Row>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.db_error(doing, e))?;
+        client
+            .query_opt(&statement, params)
+            .await
+            .map_err(|e| self.db_error(doing, e))
+    }
+
+    /// A stored bigint id back to the library's `u32`.
+    fn stored_u32(&self, what: &str, value: i64) -> WaResult<u32> {
+        u32::try_from(value).map_err(|_| self.corrupt(what, format!("id {value} is not a u32")))
+    }
+}
+
+/// A count of deleted rows as the `u32` the library reports; saturates rather than wraps.
+fn deleted_count(rows: u64) -> u32 {
+    u32::try_from(rows).unwrap_or(u32::MAX)
+}
+
+/// `items` with one entry per key, the last value written winning, in first-seen key order.
+///
+/// One `INSERT … ON CONFLICT DO UPDATE` may not touch a row twice, while the library's batches
+/// may repeat a key (the in-memory backend keeps the last write); deduplicating first gives the
+/// same result in one statement.
+fn last_wins<K: Eq + Hash + Clone, V>(items: impl IntoIterator<Item = (K, V)>) -> Vec<(K, V)> {
+    merge_duplicates(items, |_, later| later)
+}
+
+/// `items` with one entry per key, repeated keys combined with `merge(earlier, later)`, in
+/// first-seen key order.
+fn merge_duplicates<K: Eq + Hash + Clone, V>(
+    items: impl IntoIterator<Item = (K, V)>,
+    mut merge: impl FnMut(V, V) -> V,
+) -> Vec<(K, V)> {
+    let mut index: HashMap<K, usize> = HashMap::new();
+    let mut out: Vec<(K, Option<V>)> = Vec::new();
+    for (key, value) in items {
+        if let Some(&i) = index.get(&key) {
+            let slot = &mut out[i].1;
+            *slot = Some(match slot.take() {
+                Some(earlier) => merge(earlier, value),
+                None => value,
+            });
+        } else {
+            index.insert(key.clone(), out.len());
+            out.push((key, Some(value)));
+        }
+    }
+    out.into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+}
+
+impl Store {
+    /// whatsapp-rust's storage backend for the tenant's device `id`; `None` if the tenant has no
+    /// such device.
+    ///
+    /// The backend stays bound to the device's row: once the device is deleted its key rows are
+    /// gone with it and writes through the backend fail.
+    pub async fn key_store(
+        &self,
+        tenant: TenantId,
+        id: &DeviceId,
+    ) -> Result<Option<PgBackend>, StoreError> {
+        Ok(self
+            .device_internal_id(tenant, id)
+            .await?
+            .map(|device| PgBackend {
+                pool: self.pool.clone(),
+                device,
+            }))
+    }
+
+    /// Deletes every key row of the tenant's device `id` (Signal keys and sessions, app-state
+    /// keys, protocol bookkeeping, message secrets, the device blob), keeping the device slot
+    /// itself; false if the tenant has no such device.
+    ///
+    /// For logout and unlink: the next login starts from a fresh identity. All tables are
+    /// emptied in one transaction, so a failure leaves the keys whole rather than half gone.
+    pub async fn wipe_keys(&self, tenant: TenantId, id: &DeviceId) -> Result<bool, StoreError> {
+        let doing = || format!("wipe the keys of device `{id}` of tenant {tenant}");
+        let mut client = self.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| StoreError::db(doing(), e))?;
+        // Locking the device row makes a concurrent delete of the device wait for the wipe.
+        let Some(row) = tx
+            .query_opt(
+                "SELECT internal_id FROM devices WHERE tenant_id = $1 AND device_id = $2
+                 FOR UPDATE",
+                &[&tenant.0, &id.as_str()],
+            )
+            .await
+            .map_err(|e| StoreError::db(doing(), e))?
+        else {
+            return Ok(false);
+        };
+        let device: i64 = row.get(0);
+        for table in TABLES {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE device_internal_id = $1"),
+                &[&device],
+            )
+            .await
+            .map_err(|e| StoreError::db(doing(), e))?;
+        }
+        tx.commit().await.map_err(|e| StoreError::db(doing(), e))?;
+        Ok(true)
+    }
+}
