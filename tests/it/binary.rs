@@ -5,7 +5,8 @@ use std::process::{Child, Command, Stdio};
 
 use reqwest::StatusCode;
 
-use crate::support::{Api, pg};
+use crate::support::{Api, decode_qr, fetch, pg};
+use wagate_sandbox::{Sandbox, SandboxConfig};
 
 /// `wagate serve --sandbox` on a free port; killed when dropped.
 struct Wagate {
@@ -14,10 +15,17 @@ struct Wagate {
 }
 
 impl Wagate {
+    /// `wagate serve --sandbox` on a fresh database.
     async fn start() -> Self {
         let database_url = pg::fresh_database_url().await;
+        Self::start_on(&database_url, &["--sandbox", "--sandbox-time-scale", "10"])
+    }
+
+    /// `wagate serve` on `database_url` with `args`.
+    fn start_on(database_url: &str, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wagate"))
-            .args(["serve", "--sandbox", "--sandbox-time-scale", "10"])
+            .arg("serve")
+            .args(args)
             .args(["--listen", "127.0.0.1:0", "--basic-auth", "admin:secret"])
             .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "warn")
@@ -31,6 +39,12 @@ impl Wagate {
             .find_map(|line| line.strip_prefix("listening on ").map(str::to_string))
             .expect("wagate prints where it listens");
         Self { child, base }
+    }
+
+    /// `kill -9`: no shutdown, no cleanup.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -78,4 +92,42 @@ async fn the_sandbox_walkthrough_links_devices_over_http() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(state, "disconnected", "an unlinked device is logged out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_leaves_a_database_the_next_process_starts_from() {
+    // "WhatsApp" lives in this test process and outlives every gateway process.
+    let sandbox = Sandbox::start_with(SandboxConfig {
+        time_scale: 10,
+        ..SandboxConfig::default()
+    })
+    .await
+    .expect("sandbox");
+    let database_url = pg::fresh_database_url().await;
+    let ws = sandbox.ws_url();
+    let args = ["--whatsapp-url", ws.as_str(), "--sandbox-time-scale", "10"];
+
+    let first = Wagate::start_on(&database_url, &args);
+    let api = Api::new(&first.base, "admin", "secret");
+    api.create_device("d1").await;
+    let pending = api.get("/devices/d1/login").await;
+    assert_eq!(pending.status, StatusCode::OK, "{}", pending.body);
+    first.kill();
+
+    let second = Wagate::start_on(&database_url, &args);
+    let api = api.at(&second.base);
+    let login = api.get("/devices/d1/login").await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    let (_, png) = fetch(login.body["results"]["qr_link"].as_str().unwrap()).await;
+    sandbox.scan_qr(&decode_qr(&png)).await.expect("linked");
+    api.wait_logged_in("d1").await;
+    second.kill();
+
+    let third = Wagate::start_on(&database_url, &args);
+    api.at(&third.base).wait_logged_in("d1").await;
+    assert_eq!(
+        sandbox.accounts().len(),
+        1,
+        "the device came back without a new link"
+    );
 }
