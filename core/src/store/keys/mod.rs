@@ -101,6 +101,20 @@ impl PgBackend {
             .map_err(|e: PoolError| WaStoreError::Connection(Box::new(StoreError::Pool(e))))
     }
 
+    /// A pooled connection and `sql` prepared on it (once per connection).
+    async fn prepared(
+        &self,
+        doing: &str,
+        sql: &str,
+    ) -> WaResult<(deadpool_postgres::Client, tokio_postgres::Statement)> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| self.db_error(doing, e))?;
+        Ok((client, statement))
+    }
+
     /// Runs one statement (prepared once per connection) and returns the rows it changed.
     async fn execute(
         &self,
@@ -108,11 +122,7 @@ impl PgBackend {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> WaResult<u64> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.db_error(doing, e))?;
+        let (client, statement) = self.prepared(doing, sql).await?;
         client
             .execute(&statement, params)
             .await
@@ -126,11 +136,7 @@ impl PgBackend {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> WaResult<Vec<Row>> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.db_error(doing, e))?;
+        let (client, statement) = self.prepared(doing, sql).await?;
         client
             .query(&statement, params)
             .await
@@ -144,11 +150,7 @@ impl PgBackend {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> WaResult<Option<Row>> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(sql)
-            .await
-            .map_err(|e| self.db_error(doing, e))?;
+        let (client, statement) = self.prepared(doing, sql).await?;
         client
             .query_opt(&statement, params)
             .await
