@@ -116,6 +116,7 @@ async fn a_killed_gateway_leaves_a_database_the_next_process_starts_from() {
 
     let second = Wagate::start_on(&database_url, &args);
     let api = api.at(&second.base);
+    api.wait_state("d1", "disconnected").await;
     let login = api.get("/devices/d1/login").await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
     let (_, png) = fetch(login.body["results"]["qr_link"].as_str().unwrap()).await;

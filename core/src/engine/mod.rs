@@ -386,6 +386,8 @@ impl DeviceManager {
     /// waits until its devices are logged in, have failed, or the login timeout passed. The API
     /// serves meanwhile: run this in its own task.
     pub async fn restore(&self) -> Result<usize, StoreError> {
+        // A process that died mid-login left its unlinked devices connecting or connected.
+        self.ctx.store.reset_unlinked_states().await?;
         let devices = self.ctx.store.linked_devices().await?;
         let mut events = self.ctx.bus.subscribe();
         for batch in devices.chunks(RESTORE_BATCH) {

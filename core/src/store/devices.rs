@@ -214,6 +214,20 @@ impl Store {
             .collect()
     }
 
+    /// Marks every unlinked device that is not `disconnected` as `disconnected`, returning how
+    /// many changed: at start-up their states are leftovers of a process that died mid-login.
+    pub async fn reset_unlinked_states(&self) -> Result<u64, StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE devices SET state = 'disconnected', updated_at = now()
+                 WHERE jid IS NULL AND state <> 'disconnected'",
+                &[],
+            )
+            .await
+            .map_err(|e| StoreError::db("reset the states of unlinked devices".to_string(), e))
+    }
+
     /// The row id other tables use to refer to the tenant's device `id`.
     pub async fn device_internal_id(
         &self,
