@@ -1,6 +1,8 @@
 //! Durable sessions: keys in PostgreSQL, restored after a restart, wiped on logout and unlink.
 
 use reqwest::StatusCode;
+use wagate_core::domain::DeviceState;
+use wagate_core::events::EngineEventKind;
 
 use crate::support::{Gateway, decode_qr, fetch};
 
@@ -32,6 +34,24 @@ async fn a_linked_device_comes_back_after_a_restart_without_a_scan() {
     let gateway = gateway.restart().await;
     api.at(&gateway.base).wait_logged_in("d1").await;
 
+    let mut events = gateway.restore_events.expect("restarted");
+    let mut kinds = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        kinds.push(event.kind);
+    }
+    assert!(
+        kinds.contains(&EngineEventKind::StateChanged {
+            from: DeviceState::Connecting,
+            to: DeviceState::LoggedIn
+        }),
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, EngineEventKind::LoggedIn { .. })),
+        "a restore is a state change, not a new login: {kinds:?}"
+    );
     let accounts = gateway.sandbox.accounts();
     assert_eq!(accounts.len(), 1, "no second link");
     assert_eq!(accounts[0].jid, jid);

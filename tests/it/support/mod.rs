@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use wagate_core::domain::{DeviceId, TenantId};
 use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
-use wagate_core::events::EventBus;
+use wagate_core::events::{EngineEvent, EventBus};
 use wagate_core::store::Store;
 use wagate_openapi::ApiState;
 use wagate_sandbox::{Sandbox, SandboxConfig};
@@ -51,6 +51,8 @@ pub struct Gateway {
     pub store: Store,
     /// Its engine.
     pub manager: Arc<DeviceManager>,
+    /// After [`Gateway::restart`]: every engine event since the restore began.
+    pub restore_events: Option<tokio::sync::broadcast::Receiver<EngineEvent>>,
     database_url: String,
     options: Options,
     server: ServerTask,
@@ -98,7 +100,8 @@ impl Gateway {
         drop(server);
         manager.shutdown().await;
         drop(manager);
-        let gateway = Self::launch(sandbox, database_url, options).await;
+        let mut gateway = Self::launch(sandbox, database_url, options).await;
+        gateway.restore_events = Some(gateway.manager.events().subscribe());
         let restoring = Arc::clone(&gateway.manager);
         tokio::spawn(async move { restoring.restore().await });
         gateway
@@ -140,6 +143,7 @@ impl Gateway {
             sandbox,
             store,
             manager,
+            restore_events: None,
             database_url,
             options,
             server,
