@@ -151,3 +151,35 @@ async fn an_unreachable_whatsapp_is_a_504_and_the_next_login_works() {
     let login = api.get("/devices/d1/login").await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_series_runs_out_login_starts_a_new_one() {
+    // One code per series, living 3 s at scale 20.
+    let gateway = Gateway::start_with(Options {
+        qr_refs: 1,
+        time_scale: 20,
+        ..Options::default()
+    })
+    .await;
+    let api = gateway.tenant("acme").await;
+    api.create_device("d1").await;
+    let first = api.get("/devices/d1/login").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+
+    api.wait_state("d1", "disconnected").await;
+    let second = api.get("/devices/d1/login").await;
+
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert_ne!(
+        first.body["results"]["qr_link"], second.body["results"]["qr_link"],
+        "a new series shows a new code"
+    );
+    let (status, png) = fetch(second.body["results"]["qr_link"].as_str().unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    gateway
+        .sandbox
+        .scan_qr(&decode_qr(&png))
+        .await
+        .expect("the new code links");
+    api.wait_logged_in("d1").await;
+}
