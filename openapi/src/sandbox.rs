@@ -44,6 +44,24 @@ pub struct SandboxApi {
 }
 
 impl SandboxApi {
+    /// Asks the sandbox phone to act on `device` and reports the companion it linked.
+    async fn link(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        device: &wagate_core::domain::DeviceId,
+        message: &str,
+    ) -> Result<Json<PhoneResponse>, ApiError> {
+        let linked = self.phone(path, body).await?;
+        Ok(PhoneResponse::success(
+            message,
+            PhoneResult {
+                device_id: device.to_string(),
+                jid: linked["jid"].as_str().unwrap_or_default().to_string(),
+            },
+        ))
+    }
+
     async fn phone(
         &self,
         path: &str,
@@ -104,14 +122,7 @@ impl SandboxApi {
         if let Some(phone) = phone.0 {
             body["phone"] = phone.into();
         }
-        let linked = self.phone("/phone/scan", body).await?;
-        Ok(PhoneResponse::success(
-            "QR code scanned",
-            PhoneResult {
-                device_id: id.to_string(),
-                jid: linked["jid"].as_str().unwrap_or_default().to_string(),
-            },
-        ))
+        self.link("/phone/scan", body, &id, "QR code scanned").await
     }
 
     /// Enter the device's pairing code on its sandbox phone
@@ -138,14 +149,8 @@ impl SandboxApi {
                 ))
             })?;
         let body = serde_json::json!({ "phone": phone.as_str(), "code": code });
-        let linked = self.phone("/phone/pair-code", body).await?;
-        Ok(PhoneResponse::success(
-            "Pairing code entered",
-            PhoneResult {
-                device_id: id.to_string(),
-                jid: linked["jid"].as_str().unwrap_or_default().to_string(),
-            },
-        ))
+        self.link("/phone/pair-code", body, &id, "Pairing code entered")
+            .await
     }
 
     /// Unlink the device from its sandbox phone
