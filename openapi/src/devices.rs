@@ -7,7 +7,8 @@ use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
-use wagate_core::domain::{Device, DeviceId, DeviceState};
+use wagate_core::domain::{Device, DeviceId, DeviceState, TenantId};
+use wagate_core::engine::LoginError;
 
 use crate::auth::TenantAuth;
 use crate::envelope::envelope;
@@ -176,12 +177,7 @@ impl DevicesApi {
         device_id: Path<String>,
     ) -> Result<Json<DeviceResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
-        let device = state
-            .manager
-            .store()
-            .find_device(auth.0.id, &id)
-            .await?
-            .ok_or_else(|| not_found(&id))?;
+        let device = find_device(&state, auth.0.id, &id).await?;
         Ok(DeviceResponse::success("Device info", device.into()))
     }
 
@@ -202,12 +198,7 @@ impl DevicesApi {
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
         state.manager.delete(auth.0.id, &id).await?;
-        Ok(DeviceActionResponse::success(
-            "Device removed",
-            DeviceRef {
-                device_id: id.to_string(),
-            },
-        ))
+        Ok(acted("Device removed", &id))
     }
 
     /// Log a device out
@@ -227,12 +218,7 @@ impl DevicesApi {
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
         state.manager.logout(auth.0.id, &id).await?;
-        Ok(DeviceActionResponse::success(
-            "Logout requested",
-            DeviceRef {
-                device_id: id.to_string(),
-            },
-        ))
+        Ok(acted("Logout requested", &id))
     }
 
     /// Reconnect a device
@@ -252,12 +238,7 @@ impl DevicesApi {
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
         state.manager.reconnect(auth.0.id, &id).await?;
-        Ok(DeviceActionResponse::success(
-            "Reconnect requested",
-            DeviceRef {
-                device_id: id.to_string(),
-            },
-        ))
+        Ok(acted("Reconnect requested", &id))
     }
 
     /// Device status
@@ -286,9 +267,26 @@ impl DevicesApi {
     }
 }
 
-pub(crate) fn not_found(id: &DeviceId) -> ApiError {
-    ApiError::not_found(
-        "DEVICE_NOT_FOUND",
-        format!("device `{id}` not found: create it first with POST /devices"),
+/// The answer to an action taken on device `id`.
+fn acted(message: &str, id: &DeviceId) -> Json<DeviceActionResponse> {
+    DeviceActionResponse::success(
+        message,
+        DeviceRef {
+            device_id: id.to_string(),
+        },
     )
+}
+
+/// The tenant's device `id`, or 404 `DEVICE_NOT_FOUND`.
+pub(crate) async fn find_device(
+    state: &ApiState,
+    tenant: TenantId,
+    id: &DeviceId,
+) -> Result<Device, ApiError> {
+    state
+        .manager
+        .store()
+        .find_device(tenant, id)
+        .await?
+        .ok_or_else(|| LoginError::DeviceNotFound(id.clone()).into())
 }

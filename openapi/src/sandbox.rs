@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 
 use crate::auth::TenantAuth;
-use crate::devices::{device_id, not_found};
+use crate::devices::{device_id, find_device};
 use crate::envelope::envelope;
 use crate::{ApiError, ApiState};
 
@@ -167,12 +167,7 @@ impl SandboxApi {
         device_id: Path<String>,
     ) -> Result<Json<PhoneResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
-        let device = state
-            .manager
-            .store()
-            .find_device(auth.0.id, &id)
-            .await?
-            .ok_or_else(|| not_found(&id))?;
+        let device = find_device(&state, auth.0.id, &id).await?;
         let jid = device
             .jid
             .ok_or_else(|| ApiError::validation(format!("device `{id}` is not linked")))?;
