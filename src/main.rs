@@ -13,6 +13,7 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
 use wagate_core::events::EventBus;
 use wagate_core::store::{Cluster, ClusterOptions, Store};
+use wagate_core::webhooks::{Dispatcher, RetrySchedule, WebhookConfig, Webhooks};
 use wagate_openapi::ApiState;
 
 /// wagate: a multi-tenant WhatsApp multi-device login gateway.
@@ -76,9 +77,60 @@ struct ServeArgs {
     /// Seconds a login call waits for WhatsApp before answering 504.
     #[arg(long, env = "WAGATE_LOGIN_TIMEOUT", default_value_t = 20)]
     login_timeout: u64,
+    #[command(flatten)]
+    webhooks: WebhookArgs,
     #[cfg(feature = "sandbox")]
     #[command(flatten)]
     sandbox: SandboxArgs,
+}
+
+#[derive(Args)]
+struct WebhookArgs {
+    /// Accept webhook URLs on loopback, private and link-local addresses.
+    #[arg(long, env = "WAGATE_WEBHOOK_ALLOW_PRIVATE")]
+    webhook_allow_private: bool,
+    /// Delays between a failed delivery's attempts (ms, s, m, h); dead after the last.
+    #[arg(
+        long,
+        env = "WAGATE_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5s,5m,30m,2h,5h,10h,24h",
+        value_parser = RetrySchedule::parse
+    )]
+    webhook_retry_schedule: RetrySchedule,
+    /// Seconds one delivery attempt may take.
+    #[arg(long, env = "WAGATE_WEBHOOK_TIMEOUT", default_value_t = 10)]
+    webhook_timeout: u64,
+    /// Delivery attempts in flight at most, over all endpoints.
+    #[arg(long, env = "WAGATE_WEBHOOK_CONCURRENCY", default_value_t = 256)]
+    webhook_concurrency: usize,
+    /// Delivery attempts in flight at most, per endpoint.
+    #[arg(
+        long,
+        env = "WAGATE_WEBHOOK_ENDPOINT_CONCURRENCY",
+        default_value_t = 32
+    )]
+    webhook_endpoint_concurrency: usize,
+}
+
+impl WebhookArgs {
+    fn config(&self) -> anyhow::Result<WebhookConfig> {
+        if self.webhook_concurrency == 0 || self.webhook_endpoint_concurrency == 0 {
+            bail!(
+                "WAGATE_WEBHOOK_CONCURRENCY and WAGATE_WEBHOOK_ENDPOINT_CONCURRENCY must be at least 1"
+            );
+        }
+        if self.webhook_timeout == 0 {
+            bail!("WAGATE_WEBHOOK_TIMEOUT must be at least 1 second");
+        }
+        Ok(WebhookConfig {
+            allow_private: self.webhook_allow_private,
+            retry_schedule: self.webhook_retry_schedule.clone(),
+            timeout: Duration::from_secs(self.webhook_timeout),
+            max_in_flight: self.webhook_concurrency,
+            max_in_flight_per_endpoint: self.webhook_endpoint_concurrency,
+            ..WebhookConfig::default()
+        })
+    }
 }
 
 #[cfg(feature = "sandbox")]
@@ -171,6 +223,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(parse_basic_auth)
         .transpose()?;
+    let webhook_config = args.webhooks.config()?;
+    let acceptor = TcpListener::bind(args.listen)
+        .into_acceptor()
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .unwrap_or(args.listen);
+    // Links inside events have no request to take a host from.
+    let public_url = args.public_url.clone().unwrap_or_else(|| {
+        let host = if local.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            local.ip().to_string()
+        };
+        format!("http://{host}:{}", local.port())
+    });
     let (cluster, store) = open_store(&args.db).await?;
     if let Some(pairs) = &basic_auth {
         store
@@ -187,12 +258,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(30))
         .build()
         .context("building the HTTP client")?;
+    let dispatcher = Dispatcher::start(store.clone(), webhook_config.clone())
+        .await
+        .context("starting the webhook dispatcher")?;
+    let webhooks = Webhooks::new(store.clone(), webhook_config);
     let manager = Arc::new(DeviceManager::new(
         store,
         EventBus::new(),
         EngineConfig {
             endpoint,
             login_timeout: Duration::from_secs(args.login_timeout),
+            public_url,
             ..EngineConfig::default()
         },
         http,
@@ -209,6 +285,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let state = ApiState {
         manager: Arc::clone(&manager),
+        webhooks,
         public_url: args.public_url.clone(),
     };
     #[cfg(feature = "sandbox")]
@@ -216,15 +293,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     #[cfg(not(feature = "sandbox"))]
     let app = wagate_openapi::app(state);
 
-    let acceptor = TcpListener::bind(args.listen)
-        .into_acceptor()
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let local = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .unwrap_or(args.listen);
     tracing::info!(%local, "wagate is serving; API docs at /docs");
     // Tests and scripts that start wagate on port 0 read the address from here.
     println!("listening on http://{local}");
@@ -234,6 +302,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     restoring.abort();
     manager.shutdown().await;
+    // After the engine: its last events are in the outbox, and get their chance to go out.
+    dispatcher.shutdown().await;
     if let Some(cluster) = cluster {
         cluster.stop().await?;
     }

@@ -1,13 +1,16 @@
 //! What the login engine reports: one event per step of a device's login, on a bus that
 //! webhooks, plugins and live subscribers read from.
 //!
-//! The engine's event enum is not a wire format; each consumer maps it to the one versioned wire
-//! type it shares with the others.
+//! The engine's event enum is not a wire format: the store records each event in its one wire
+//! form ([`wire::WireEvent`]), and the bus carries that recorded form to every consumer.
+
+pub mod wire;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
-use crate::domain::{DeviceId, DeviceState, TenantId};
+use crate::domain::DeviceState;
+pub use wire::{NewEvent, WireEvent};
 
 /// Why a login attempt ended without a logged-in device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +64,10 @@ pub enum EngineEventKind {
         jid: String,
         /// The account's LID, when known.
         lid: Option<String>,
+        /// The account's display name, when known.
+        push_name: Option<String>,
+        /// The phone's platform (e.g. `android`), when it said.
+        platform: Option<String>,
     },
     /// The device was logged out (from the API or the phone).
     LoggedOut {
@@ -95,26 +102,14 @@ impl EngineEventKind {
     }
 }
 
-/// An engine event about one device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EngineEvent {
-    /// The device's tenant.
-    pub tenant: TenantId,
-    /// The device.
-    pub device_id: DeviceId,
-    /// When it happened.
-    pub occurred_at: DateTime<Utc>,
-    /// What happened.
-    pub kind: EngineEventKind,
-}
-
 /// Events buffered per slow subscriber before it starts missing them.
 const BUS_CAPACITY: usize = 1024;
 
-/// Fan-out of engine events to every subscriber.
+/// Fan-out of recorded events to in-process subscribers (plugins, live streams). Webhooks do not
+/// read it: they are fed from the outbox the events were recorded in.
 #[derive(Clone)]
 pub struct EventBus {
-    sender: broadcast::Sender<EngineEvent>,
+    sender: broadcast::Sender<WireEvent>,
 }
 
 impl Default for EventBus {
@@ -131,20 +126,21 @@ impl EventBus {
         }
     }
 
-    /// Publishes an event; with no subscriber it is logged only.
-    pub fn publish(&self, tenant: TenantId, device_id: &DeviceId, kind: EngineEventKind) {
-        // The name only: QR strings carry the pairing secret and must not reach the logs.
-        tracing::info!(%tenant, device = %device_id, event = kind.name(), "device event");
-        let _ = self.sender.send(EngineEvent {
-            tenant,
-            device_id: device_id.clone(),
-            occurred_at: Utc::now(),
-            kind,
-        });
+    /// Publishes a recorded event; with no subscriber it is logged only.
+    pub fn publish(&self, event: WireEvent) {
+        // The type only: QR strings carry the pairing secret and must not reach the logs.
+        tracing::info!(
+            tenant = %event.tenant,
+            device = event.device_id.as_deref().unwrap_or("-"),
+            seq = event.seq,
+            event = %event.event_type,
+            "device event"
+        );
+        let _ = self.sender.send(event);
     }
 
     /// A receiver of every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<WireEvent> {
         self.sender.subscribe()
     }
 }

@@ -1,7 +1,8 @@
 //! wagate's core: the domain, the login engine that drives one whatsapp-rust client per live
-//! device, and the PostgreSQL store. It knows nothing of HTTP.
+//! device, the PostgreSQL store and webhook delivery. It serves no HTTP.
 
 pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod store;
+pub mod webhooks;

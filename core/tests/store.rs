@@ -62,7 +62,11 @@ mod migrations {
         Store::connect(&url).await.unwrap();
         assert_eq!(
             applied(&url).await,
-            [(1, "init".to_string()), (2, "device_keys".to_string())]
+            [
+                (1, "init".to_string()),
+                (2, "device_keys".to_string()),
+                (3, "webhooks".to_string())
+            ]
         );
     }
 
@@ -71,7 +75,7 @@ mod migrations {
         let url = support::fresh_database_url().await;
         Store::connect(&url).await.unwrap();
         let store = Store::connect(&url).await.unwrap();
-        assert_eq!(applied(&url).await.len(), 2);
+        assert_eq!(applied(&url).await.len(), 3);
         support::tenant(&store).await;
     }
 
@@ -86,7 +90,7 @@ mod migrations {
         for result in connects.join_all().await {
             result.unwrap();
         }
-        assert_eq!(applied(&url).await.len(), 2);
+        assert_eq!(applied(&url).await.len(), 3);
     }
 }
 
@@ -621,5 +625,270 @@ mod cluster {
         assert!(err.to_string().contains("already running"), "{err}");
         assert!(cluster.data_dir().join("PG_VERSION").exists());
         cluster.stop().await.unwrap();
+    }
+}
+
+mod outbox {
+    use super::*;
+    use wagate_core::events::{EngineEventKind, NewEvent};
+    use wagate_core::store::{DeliveryOutcome, DeliveryStatus, DeviceChange, NewEndpoint};
+
+    fn state_changed() -> NewEvent {
+        NewEvent::from_kind(
+            &EngineEventKind::StateChanged {
+                from: DeviceState::Disconnected,
+                to: DeviceState::Connecting,
+            },
+            "",
+        )
+    }
+
+    fn endpoint(events: &[&str], devices: Option<&[&str]>) -> NewEndpoint {
+        NewEndpoint {
+            url: "http://127.0.0.1:9/hook".into(),
+            description: String::new(),
+            events: events.iter().map(|e| e.to_string()).collect(),
+            device_ids: devices.map(|d| d.iter().map(|e| e.to_string()).collect()),
+        }
+    }
+
+    #[tokio::test]
+    async fn events_are_numbered_per_device_and_queued_for_the_endpoints_that_want_them() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let other = store.create_tenant("other").await.unwrap().0;
+        let (d1, d2) = (device_id("d1"), device_id("d2"));
+        for id in [&d1, &d2] {
+            store.create_device(tenant.id, id, None).await.unwrap();
+        }
+        let all = store
+            .create_endpoint(tenant.id, &endpoint(&["state_changed"], None), "whsec_x")
+            .await
+            .unwrap();
+        let only_d2 = store
+            .create_endpoint(
+                tenant.id,
+                &endpoint(&["state_changed"], Some(&["d2"])),
+                "whsec_x",
+            )
+            .await
+            .unwrap();
+        let wrong_type = store
+            .create_endpoint(tenant.id, &endpoint(&["logged_in"], None), "whsec_x")
+            .await
+            .unwrap();
+        let foreign = store
+            .create_endpoint(other.id, &endpoint(&["state_changed"], None), "whsec_x")
+            .await
+            .unwrap();
+
+        let first = store
+            .record_events(
+                tenant.id,
+                &d1,
+                DeviceChange::default(),
+                vec![state_changed(), state_changed()],
+            )
+            .await
+            .unwrap();
+        let second = store
+            .record_events(
+                tenant.id,
+                &d1,
+                DeviceChange {
+                    state: Some(DeviceState::Connecting),
+                    jid: None,
+                },
+                vec![state_changed()],
+            )
+            .await
+            .unwrap();
+        store
+            .record_events(
+                tenant.id,
+                &d2,
+                DeviceChange::default(),
+                vec![state_changed()],
+            )
+            .await
+            .unwrap();
+
+        let seqs: Vec<i64> = first.iter().chain(&second).map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        let device = store.find_device(tenant.id, &d1).await.unwrap().unwrap();
+        assert_eq!(
+            device.state,
+            DeviceState::Connecting,
+            "the change went with its events"
+        );
+        let queued = |endpoint: uuid::Uuid, tenant: wagate_core::domain::TenantId| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_deliveries(tenant, endpoint, None, 100, None)
+                    .await
+                    .unwrap()
+                    .deliveries
+                    .len()
+            }
+        };
+        assert_eq!(queued(all.id, tenant.id).await, 4);
+        assert_eq!(queued(only_d2.id, tenant.id).await, 1);
+        assert_eq!(queued(wrong_type.id, tenant.id).await, 0);
+        assert_eq!(queued(foreign.id, other.id).await, 0);
+    }
+
+    #[tokio::test]
+    async fn events_of_a_device_that_does_not_exist_are_not_recorded() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let hook = store
+            .create_endpoint(tenant.id, &endpoint(&["state_changed"], None), "whsec_x")
+            .await
+            .unwrap();
+        let err = store
+            .record_events(
+                tenant.id,
+                &device_id("ghost"),
+                DeviceChange::default(),
+                vec![state_changed()],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
+        let page = store
+            .list_deliveries(tenant.id, hook.id, None, 10, None)
+            .await
+            .unwrap();
+        assert!(page.deliveries.is_empty());
+    }
+
+    /// One endpoint, one device, one queued event.
+    async fn one_queued() -> (Store, wagate_core::domain::TenantId, uuid::Uuid) {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let d1 = device_id("d1");
+        store.create_device(tenant.id, &d1, None).await.unwrap();
+        let hook = store
+            .create_endpoint(tenant.id, &endpoint(&["state_changed"], None), "whsec_x")
+            .await
+            .unwrap();
+        store
+            .record_events(
+                tenant.id,
+                &d1,
+                DeviceChange::default(),
+                vec![state_changed()],
+            )
+            .await
+            .unwrap();
+        (store, tenant.id, hook.id)
+    }
+
+    const LEASE: Duration = Duration::from_secs(300);
+
+    #[tokio::test]
+    async fn a_claim_of_a_dispatcher_that_died_comes_back_at_once() {
+        let (store, _, _) = one_queued().await;
+        // Owner 7 holds no lock: it is a process that is gone.
+        assert_eq!(
+            store
+                .claim_deliveries(7, LEASE, 10, &[])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            store
+                .claim_deliveries(8, LEASE, 10, &[])
+                .await
+                .unwrap()
+                .is_empty(),
+            "leased"
+        );
+        assert_eq!(store.release_orphaned_claims(None).await.unwrap(), 1);
+        assert_eq!(
+            store
+                .claim_deliveries(8, LEASE, 10, &[])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_of_a_live_dispatcher_stays_with_it() {
+        let (store, _, _) = one_queued().await;
+        let _alive = store.listen_outbox(11).await.unwrap();
+        assert_eq!(
+            store
+                .claim_deliveries(11, LEASE, 10, &[])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(store.release_orphaned_claims(None).await.unwrap(), 0);
+        assert!(
+            store
+                .claim_deliveries(12, LEASE, 10, &[])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_lease_owner_settles_a_delivery() {
+        let (store, tenant, hook) = one_queued().await;
+        let claimed = store.claim_deliveries(21, LEASE, 10, &[]).await.unwrap();
+        let id = claimed[0].id;
+        let delivered = DeliveryOutcome::Delivered { status_code: 204 };
+        store
+            .settle_deliveries(22, &[(id, Utc::now(), delivered.clone())], &[])
+            .await
+            .unwrap();
+        let log = store
+            .list_deliveries(tenant, hook, None, 10, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            log.deliveries[0].status,
+            DeliveryStatus::Pending,
+            "not its lease"
+        );
+        store
+            .settle_deliveries(21, &[(id, Utc::now(), delivered)], &[])
+            .await
+            .unwrap();
+        let log = store
+            .list_deliveries(tenant, hook, None, 10, None)
+            .await
+            .unwrap();
+        assert_eq!(log.deliveries[0].status, DeliveryStatus::Delivered);
+        assert_eq!(log.deliveries[0].attempts, 1);
+        assert_eq!(log.deliveries[0].last_status_code, Some(204));
+    }
+
+    #[tokio::test]
+    async fn a_saturated_endpoint_is_skipped_by_claims() {
+        let (store, _, hook) = one_queued().await;
+        assert!(
+            store
+                .claim_deliveries(31, LEASE, 10, &[hook])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .claim_deliveries(31, LEASE, 10, &[])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }

@@ -20,10 +20,10 @@ pub enum ApiError {
         Json<ErrorEnvelope>,
         #[oai(header = "WWW-Authenticate")] String,
     ),
-    /// The device (or image) does not exist for this tenant.
+    /// The device, webhook, delivery or image does not exist for this tenant.
     #[oai(status = 404)]
     NotFound(Json<ErrorEnvelope>),
-    /// The device already exists.
+    /// The device already exists, or the request conflicts with what is stored.
     #[oai(status = 409)]
     Conflict(Json<ErrorEnvelope>),
     /// WhatsApp asked to slow down.
@@ -72,6 +72,11 @@ impl ApiError {
         Self::NotFound(body(code, message))
     }
 
+    /// 409 with `code`.
+    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+        Self::Conflict(body(code, message))
+    }
+
     /// 500 `INTERNAL_SERVER_ERROR`; the detail goes to the log, not to the caller.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {detail}");
@@ -100,7 +105,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::DeviceExists { .. } => {
-                Self::Conflict(body("DEVICE_ALREADY_EXISTS", e.to_string()))
+                Self::conflict("DEVICE_ALREADY_EXISTS", e.to_string())
             }
             StoreError::DeviceNotFound { .. } => Self::not_found("DEVICE_NOT_FOUND", e.to_string()),
             other => Self::internal(other),

@@ -5,10 +5,12 @@ mod auth;
 mod devices;
 mod envelope;
 mod error;
+mod events;
 mod login;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod statics;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, Request, Route};
 use poem_openapi::{OpenApiService, Tags};
 use wagate_core::engine::DeviceManager;
+use wagate_core::webhooks::Webhooks;
 
 pub use auth::TenantAuth;
 pub use envelope::ErrorEnvelope;
@@ -25,6 +28,8 @@ pub use error::ApiError;
 pub struct ApiState {
     /// The login engine and, through it, the store.
     pub manager: Arc<DeviceManager>,
+    /// Webhook endpoints and their delivery log.
+    pub webhooks: Webhooks,
     /// Base of the links the API hands out (e.g. `https://wa.example.com`); from the request's
     /// `Host` when unset.
     pub public_url: Option<String>,
@@ -57,16 +62,28 @@ pub enum ApiTags {
     Devices,
     /// Linking a WhatsApp account.
     Login,
+    /// Signed, retried event deliveries to the tenant's endpoints.
+    Webhooks,
     /// Liveness.
     Health,
 }
 
-type Apis = (devices::DevicesApi, login::LoginApi, statics::StaticsApi);
+type Apis = (
+    devices::DevicesApi,
+    login::LoginApi,
+    webhooks::WebhooksApi,
+    statics::StaticsApi,
+);
 
 /// The OpenAPI service: every operation and the spec they make.
 pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (devices::DevicesApi, login::LoginApi, statics::StaticsApi),
+        (
+            devices::DevicesApi,
+            login::LoginApi,
+            webhooks::WebhooksApi,
+            statics::StaticsApi,
+        ),
         "wagate",
         env!("CARGO_PKG_VERSION"),
     )
@@ -95,6 +112,7 @@ pub fn sandbox_app(state: ApiState, sandbox_control: String) -> impl Endpoint {
         (
             devices::DevicesApi,
             login::LoginApi,
+            webhooks::WebhooksApi,
             statics::StaticsApi,
             sandbox::SandboxApi {
                 control: sandbox_control,

@@ -71,11 +71,7 @@ impl LoginApi {
     ) -> Result<Json<QrLoginResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
         let qr = state.manager.login_qr(auth.0.id, &id).await?;
-        let qr_link = format!(
-            "{}/statics/images/qrcode/scan-qr-{}.png",
-            state.public_base(req),
-            qr.image
-        );
+        let qr_link = wagate_core::events::wire::qr_link(&state.public_base(req), qr.image);
         Ok(QrLoginResponse::success(
             "QR code generated successfully",
             QrLoginResult {

@@ -1,12 +1,19 @@
-//! The `wagate` binary in sandbox mode: the README's walk-through, over HTTP only.
+//! The `wagate` binary in sandbox mode: the README's walk-through over HTTP, and what a
+//! `kill -9` leaves for the next process.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use reqwest::StatusCode;
-
-use crate::support::{Api, decode_qr, fetch, pg};
+use wagate_core::domain::{DeviceId, DeviceState};
+use wagate_core::events::{EngineEventKind, NewEvent};
+use wagate_core::store::{DeviceChange, Store};
 use wagate_sandbox::{Sandbox, SandboxConfig};
+
+use crate::support::receiver::{Received, Receiver};
+use crate::support::{Api, decode_qr, fetch, pg};
 
 /// `wagate serve --sandbox` on a free port; killed when dropped.
 struct Wagate {
@@ -131,4 +138,86 @@ async fn a_killed_gateway_leaves_a_database_the_next_process_starts_from() {
         1,
         "the device came back without a new link"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_with_a_thousand_events_pending_loses_none_of_them() {
+    let database_url = pg::fresh_database_url().await;
+    let receiver = Receiver::start().await;
+    // Slow enough that the kill lands with most events undelivered.
+    receiver.slow_down(Duration::from_millis(20));
+    let args = [
+        "--sandbox",
+        "--sandbox-time-scale",
+        "10",
+        "--webhook-allow-private",
+    ];
+    let first = Wagate::start_on(&database_url, &args);
+    let api = Api::new(&first.base, "admin", "secret");
+    let created = api
+        .post_json(
+            "/webhooks",
+            serde_json::json!({ "url": receiver.url, "events": ["state_changed"] }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    api.create_device("d1").await;
+
+    // A thousand events recorded the way the engine records them, straight into the outbox.
+    let store = Store::connect(&database_url).await.expect("store");
+    let tenant = store
+        .authenticate("admin", "secret")
+        .await
+        .expect("lookup")
+        .expect("the default tenant")
+        .id;
+    let device = DeviceId::parse("d1").unwrap();
+    let mut recorded: HashMap<String, String> = HashMap::new();
+    for _ in 0..100 {
+        let events = (0..10)
+            .map(|_| {
+                NewEvent::from_kind(
+                    &EngineEventKind::StateChanged {
+                        from: DeviceState::Disconnected,
+                        to: DeviceState::Connecting,
+                    },
+                    "",
+                )
+            })
+            .collect();
+        for event in store
+            .record_events(tenant, &device, DeviceChange::default(), events)
+            .await
+            .expect("recorded")
+        {
+            recorded.insert(event.id.to_string(), serde_json::to_string(&event).unwrap());
+        }
+    }
+    receiver.wait_count(50, Duration::from_secs(30)).await;
+    first.kill();
+    let before_kill = receiver.count();
+    assert!(before_kill < 1000, "the kill landed with events pending");
+
+    let _second = Wagate::start_on(&database_url, &args);
+    let distinct = |r: &[Received]| {
+        r.iter()
+            .map(|x| x.header("webhook-id").to_string())
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    let received = receiver
+        .wait_until(Duration::from_secs(60), |r| distinct(r) >= 1000)
+        .await;
+    for request in &received {
+        let id = request.header("webhook-id");
+        let body = recorded
+            .get(id)
+            .expect("only recorded events are delivered");
+        assert_eq!(
+            body.as_bytes(),
+            &request.body[..],
+            "a duplicate is the same event, byte for byte, under the same webhook-id"
+        );
+    }
+    assert_eq!(distinct(&received), 1000);
 }

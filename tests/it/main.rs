@@ -10,3 +10,4 @@ mod login_code;
 mod login_qr;
 mod spec;
 mod support;
+mod webhooks;

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use whatsapp_rust::wacore::store::traits::Backend;
 
 use crate::domain::{Device, DeviceId, DeviceState, TenantId};
-use crate::events::{EngineEventKind, EventBus};
+use crate::events::EventBus;
 use crate::store::{Store, StoreError};
 
 pub use http::ReqwestHttp;
@@ -64,6 +64,8 @@ pub struct EngineConfig {
     pub login_timeout: Duration,
     /// The name linked devices announce.
     pub push_name: String,
+    /// Base of the links inside events (`qr_link`), e.g. `https://wa.example.com`.
+    pub public_url: String,
 }
 
 impl Default for EngineConfig {
@@ -72,6 +74,7 @@ impl Default for EngineConfig {
             endpoint: WhatsAppEndpoint::default(),
             login_timeout: Duration::from_secs(20),
             push_name: "wagate".to_string(),
+            public_url: "http://localhost:3000".to_string(),
         }
     }
 }
@@ -400,12 +403,15 @@ impl DeviceManager {
             while !pending.is_empty() {
                 match tokio::time::timeout_at(deadline, events.recv()).await {
                     Ok(Ok(event)) => {
-                        if let EngineEventKind::StateChanged {
-                            to: DeviceState::LoggedIn | DeviceState::Disconnected,
-                            ..
-                        } = event.kind
+                        let settled = event.event_type == "state_changed"
+                            && matches!(
+                                event.data["to"].as_str(),
+                                Some("logged_in" | "disconnected")
+                            );
+                        if let (true, Some(Ok(device))) =
+                            (settled, event.device_id.as_deref().map(DeviceId::parse))
                         {
-                            pending.remove(&(event.tenant, event.device_id));
+                            pending.remove(&(TenantId(event.tenant), device));
                         }
                     }
                     Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,

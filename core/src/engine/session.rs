@@ -17,7 +17,8 @@ use whatsapp_rust::types::events::Event;
 use super::client::{self, RunningClient};
 use super::{EngineContext, Key, LoginError, PairCodeLogin, PhoneNumber, QrLogin, render_png};
 use crate::domain::DeviceState;
-use crate::events::{EngineEventKind, LoginFailure};
+use crate::events::{EngineEventKind, LoginFailure, NewEvent};
+use crate::store::DeviceChange;
 
 type Reply<T> = oneshot::Sender<Result<T, LoginError>>;
 
@@ -62,8 +63,9 @@ struct PendingCode {
 struct Running {
     client: RunningClient,
     generation: u64,
-    /// `PairSuccess` was seen: the next `Connected` is a new login, not a reconnect.
-    paired: bool,
+    /// `PairSuccess` was seen (with the phone's platform): the next `Connected` is a new login,
+    /// not a reconnect.
+    paired: Option<String>,
 }
 
 /// The outcome of a pairing-code request made off the actor's loop.
@@ -312,11 +314,15 @@ impl Session {
                     login: login.clone(),
                     until: Instant::now() + validity,
                 });
-                self.set_state(DeviceState::Connected).await;
-                self.publish(EngineEventKind::PairCodeIssued {
-                    pair_code,
-                    expires_at: login.expires_at,
-                });
+                self.record(
+                    Some(DeviceState::Connected),
+                    None,
+                    vec![EngineEventKind::PairCodeIssued {
+                        pair_code,
+                        expires_at: login.expires_at,
+                    }],
+                )
+                .await;
                 let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.code_waiters)
                     .into_iter()
                     .partition(|(p, _)| *p == outcome.phone);
@@ -331,9 +337,10 @@ impl Session {
                 if matches!(error, LoginError::Timeout { .. }) {
                     self.give_up(LoginFailure::Timeout).await;
                 } else {
-                    self.publish(EngineEventKind::LoginFailed {
+                    self.emit(EngineEventKind::LoginFailed {
                         reason: LoginFailure::PairCodeRejected,
-                    });
+                    })
+                    .await;
                 }
                 for (_, reply) in waiters {
                     let _ = reply.send(Err(error.clone_for_waiter(&self.key.1)));
@@ -346,9 +353,9 @@ impl Session {
     async fn on_event(&mut self, event: &Event) {
         match event {
             Event::PairingQrCode(qr) => self.on_qr(&qr.code, qr.timeout).await,
-            Event::PairSuccess(_) => {
+            Event::PairSuccess(success) => {
                 if let Some(running) = &mut self.running {
-                    running.paired = true;
+                    running.paired = Some(success.platform.clone());
                 }
             }
             Event::Connected(_) => self.on_connected().await,
@@ -356,10 +363,14 @@ impl Session {
                 self.qr = None;
                 if x.disconnected {
                     self.stop_client().await;
-                    self.set_state(DeviceState::Disconnected).await;
-                    self.publish(EngineEventKind::LoginFailed {
-                        reason: LoginFailure::QrExhausted,
-                    });
+                    self.record(
+                        Some(DeviceState::Disconnected),
+                        None,
+                        vec![EngineEventKind::LoginFailed {
+                            reason: LoginFailure::QrExhausted,
+                        }],
+                    )
+                    .await;
                     // Someone asked while the last code ran out: give them a new series.
                     if !self.qr_waiters.is_empty()
                         && let Err(e) = self.start_client().await
@@ -371,9 +382,10 @@ impl Session {
             }
             Event::PairingCodeError(_) | Event::PairError(_) => {
                 self.code = None;
-                self.publish(EngineEventKind::LoginFailed {
+                self.emit(EngineEventKind::LoginFailed {
                     reason: LoginFailure::PairCodeRejected,
-                });
+                })
+                .await;
             }
             Event::PairingCodeRefresh(_) => {
                 self.code = None;
@@ -393,10 +405,14 @@ impl Session {
             }
             Event::ClientOutdated(_) => {
                 self.stop_client().await;
-                self.set_state(DeviceState::Disconnected).await;
-                self.publish(EngineEventKind::LoginFailed {
-                    reason: LoginFailure::ClientOutdated,
-                });
+                self.record(
+                    Some(DeviceState::Disconnected),
+                    None,
+                    vec![EngineEventKind::LoginFailed {
+                        reason: LoginFailure::ClientOutdated,
+                    }],
+                )
+                .await;
             }
             Event::Disconnected(_) => {
                 self.qr = None;
@@ -431,13 +447,17 @@ impl Session {
         });
         let index = self.qr_index;
         self.qr_index += 1;
-        self.set_state(DeviceState::Connected).await;
-        self.publish(EngineEventKind::QrRefreshed {
-            qr_code: code.to_string(),
-            image,
-            expires_at,
-            index,
-        });
+        self.record(
+            Some(DeviceState::Connected),
+            None,
+            vec![EngineEventKind::QrRefreshed {
+                qr_code: code.to_string(),
+                image,
+                expires_at,
+                index,
+            }],
+        )
+        .await;
         for reply in std::mem::take(&mut self.qr_waiters) {
             let _ = reply.send(Ok(login.clone()));
         }
@@ -458,32 +478,34 @@ impl Session {
     }
 
     async fn on_connected(&mut self) {
-        let Some(running) = &self.running else { return };
-        let paired = running.paired;
-        let jid = running.client.client.pn().map(|j| j.to_string());
-        let lid = running.client.client.lid().map(|j| j.to_string());
+        let Some(running) = &mut self.running else {
+            return;
+        };
+        // Taken: only the first `Connected` after a pairing is a new login.
+        let paired = running.paired.take();
+        let client = &running.client.client;
+        let jid = client.pn().map(|j| j.to_string());
+        let lid = client.lid().map(|j| j.to_string());
+        let push_name = Some(client.push_name()).filter(|n| !n.is_empty());
         self.qr = None;
         self.code = None;
         self.qr_index = 0;
-        if let Some(jid) = &jid
-            && let Err(e) = self
-                .ctx
-                .store
-                .set_device_jid(self.key.0, &self.key.1, Some(jid))
-                .await
-        {
-            tracing::error!(device = %self.device(), "jid not stored: {e}");
-        }
-        self.set_state(DeviceState::LoggedIn).await;
-        if paired {
-            if let Some(running) = &mut self.running {
-                running.paired = false;
-            }
-            self.publish(EngineEventKind::LoggedIn {
-                jid: jid.unwrap_or_default(),
+        let events = match paired {
+            Some(platform) => vec![EngineEventKind::LoggedIn {
+                jid: jid.clone().unwrap_or_default(),
                 lid,
-            });
-        }
+                push_name,
+                platform: Some(platform).filter(|p| !p.is_empty()),
+            }],
+            None => Vec::new(),
+        };
+        // The JID, the state and the login are one fact: recorded together or not at all.
+        self.record(
+            Some(DeviceState::LoggedIn),
+            jid.as_deref().map(Some),
+            events,
+        )
+        .await;
         // Anyone still waiting for a code learns the device got linked meanwhile.
         let device = self.device().clone();
         self.fail_waiters(|| LoginError::AlreadyLoggedIn(device.clone()));
@@ -521,10 +543,9 @@ impl Session {
     /// Stops the client after a failed login attempt; the device is disconnected.
     async fn give_up(&mut self, reason: LoginFailure) {
         self.stop_client().await;
-        if self.state != DeviceState::LoggedIn {
-            self.set_state(DeviceState::Disconnected).await;
-        }
-        self.publish(EngineEventKind::LoginFailed { reason });
+        let to = (self.state != DeviceState::LoggedIn).then_some(DeviceState::Disconnected);
+        self.record(to, None, vec![EngineEventKind::LoginFailed { reason }])
+            .await;
     }
 
     fn arm_deadline(&mut self) {
@@ -558,7 +579,7 @@ impl Session {
         self.running = Some(Running {
             client,
             generation: self.generation,
-            paired: false,
+            paired: None,
         });
         if self.state != DeviceState::LoggedIn {
             self.set_state(DeviceState::Connecting).await;
@@ -606,39 +627,63 @@ impl Session {
     /// The device is no longer linked: keys and JID go, the slot stays.
     async fn forget_link(&mut self, reason: &str) {
         self.ctx.wipe_backend(&self.key).await;
-        if let Err(e) = self
-            .ctx
-            .store
-            .set_device_jid(self.key.0, &self.key.1, None)
-            .await
-        {
-            tracing::error!(device = %self.device(), "jid not cleared: {e}");
-        }
-        self.set_state(DeviceState::Disconnected).await;
-        self.publish(EngineEventKind::LoggedOut {
-            reason: reason.to_string(),
-        });
+        self.record(
+            Some(DeviceState::Disconnected),
+            Some(None),
+            vec![EngineEventKind::LoggedOut {
+                reason: reason.to_string(),
+            }],
+        )
+        .await;
     }
 
     async fn set_state(&mut self, to: DeviceState) {
-        let from = self.state;
-        if from == to {
-            return;
-        }
-        self.state = to;
-        if let Err(e) = self
-            .ctx
-            .store
-            .set_device_state(self.key.0, &self.key.1, to)
-            .await
-        {
-            tracing::error!(device = %self.device(), "state {to} not stored: {e}");
-        }
-        self.publish(EngineEventKind::StateChanged { from, to });
+        self.record(Some(to), None, Vec::new()).await;
     }
 
-    fn publish(&self, kind: EngineEventKind) {
-        self.ctx.bus.publish(self.key.0, &self.key.1, kind);
+    async fn emit(&mut self, kind: EngineEventKind) {
+        self.record(None, None, vec![kind]).await;
+    }
+
+    /// Records a move to state `to`, a new `jid` (`Some(None)` clears it) and the events they
+    /// cause in one transaction, with the outbox rows of the webhooks they go to, then hands the
+    /// recorded events to in-process subscribers.
+    ///
+    /// A failed write is logged and the session carries on from its own view: WhatsApp's
+    /// socket does not wait for the database.
+    async fn record(
+        &mut self,
+        to: Option<DeviceState>,
+        jid: Option<Option<&str>>,
+        mut kinds: Vec<EngineEventKind>,
+    ) {
+        let from = self.state;
+        let state = to.filter(|to| *to != from);
+        if let Some(to) = state {
+            self.state = to;
+            kinds.insert(0, EngineEventKind::StateChanged { from, to });
+        }
+        if kinds.is_empty() && jid.is_none() {
+            return;
+        }
+        let events = kinds
+            .iter()
+            .map(|kind| NewEvent::from_kind(kind, &self.ctx.config.public_url))
+            .collect();
+        let change = DeviceChange { state, jid };
+        match self
+            .ctx
+            .store
+            .record_events(self.key.0, &self.key.1, change, events)
+            .await
+        {
+            Ok(recorded) => {
+                for event in recorded {
+                    self.ctx.bus.publish(event);
+                }
+            }
+            Err(e) => tracing::error!(device = %self.device(), "events not recorded: {e}"),
+        }
     }
 
     fn internal(&self, detail: String) -> LoginError {

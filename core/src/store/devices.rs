@@ -34,6 +34,16 @@ fn device(tenant: TenantId, row: &Row) -> Result<Device, StoreError> {
     })
 }
 
+/// What one step of the engine changes on a device row; recorded with the events it causes by
+/// [`Store::record_events`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceChange<'a> {
+    /// The new login state, if it changes.
+    pub state: Option<DeviceState>,
+    /// The new JID, if it changes; `Some(None)` clears it (the link ended).
+    pub jid: Option<Option<&'a str>>,
+}
+
 impl Store {
     /// Creates a device slot, disconnected and unlinked.
     pub async fn create_device(

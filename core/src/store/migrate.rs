@@ -23,6 +23,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "device_keys",
         sql: include_str!("../../../migrations/0002_device_keys.sql"),
     },
+    Migration {
+        version: 3,
+        name: "webhooks",
+        sql: include_str!("../../../migrations/0003_webhooks.sql"),
+    },
 ];
 
 /// Serialises migrations across every process sharing the database ("wagate:m" in ASCII).

@@ -8,9 +8,11 @@ mod cluster;
 mod devices;
 pub mod keys;
 mod migrate;
+mod outbox;
 mod qr_images;
 mod secrets;
 mod tenants;
+mod webhooks;
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -24,7 +26,13 @@ use tokio_postgres::error::SqlState;
 use crate::domain::{DeviceId, TenantId};
 
 pub use cluster::{Cluster, ClusterError, ClusterOptions};
+pub use devices::DeviceChange;
+pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener};
 pub use tenants::Credential;
+pub use webhooks::{
+    DeliveryPage, DeliveryRecord, DeliveryStatus, Endpoint, EndpointPatch, NewEndpoint,
+    RetryRefusal,
+};
 
 /// Connections the pool keeps at most.
 const POOL_SIZE: usize = 16;
@@ -33,6 +41,8 @@ const POOL_SIZE: usize = 16;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// For connections outside the pool (the outbox listener).
+    config: Arc<tokio_postgres::Config>,
     verified: Arc<secrets::VerifiedCache>,
 }
 
@@ -106,6 +116,16 @@ pub enum StoreError {
         /// The id asked for.
         device_id: DeviceId,
     },
+    /// The tenant has no webhook endpoint with that id.
+    #[error(
+        "webhook endpoint {endpoint} does not exist in tenant {tenant}: list them with GET /webhooks"
+    )]
+    EndpointNotFound {
+        /// The tenant.
+        tenant: TenantId,
+        /// The id asked for.
+        endpoint: uuid::Uuid,
+    },
     /// The tenant has no device with that id.
     #[error("device `{device_id}` does not exist in tenant {tenant}: create it first")]
     DeviceNotFound {
@@ -172,7 +192,7 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let config: tokio_postgres::Config = url.parse().map_err(StoreError::InvalidUrl)?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -189,6 +209,7 @@ impl Store {
             .expect("a pool with a runtime accepts timeouts");
         let store = Store {
             pool,
+            config: Arc::new(config),
             verified: Arc::default(),
         };
         let mut client = store.client().await?;

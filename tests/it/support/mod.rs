@@ -10,8 +10,9 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use wagate_core::domain::{DeviceId, TenantId};
 use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
-use wagate_core::events::{EngineEvent, EventBus};
+use wagate_core::events::{EventBus, WireEvent};
 use wagate_core::store::Store;
+use wagate_core::webhooks::{Dispatcher, RetrySchedule, WebhookConfig, Webhooks};
 use wagate_openapi::ApiState;
 use wagate_sandbox::{Sandbox, SandboxConfig};
 
@@ -19,6 +20,8 @@ use wagate_sandbox::{Sandbox, SandboxConfig};
 #[allow(dead_code)]
 #[path = "../../../core/tests/support/mod.rs"]
 pub mod pg;
+
+pub mod receiver;
 
 /// How a test gateway runs.
 #[derive(Clone, Copy)]
@@ -29,6 +32,10 @@ pub struct Options {
     pub time_scale: u32,
     /// QR refs per series.
     pub qr_refs: usize,
+    /// Accept webhook URLs on loopback (the tests' receivers are there).
+    pub webhook_allow_private: bool,
+    /// Delays between webhook attempts, e.g. `100ms,200ms`.
+    pub webhook_retry_schedule: &'static str,
 }
 
 impl Default for Options {
@@ -37,6 +44,8 @@ impl Default for Options {
             login_timeout: Duration::from_secs(20),
             time_scale: 10,
             qr_refs: 6,
+            webhook_allow_private: true,
+            webhook_retry_schedule: "100ms,200ms,400ms,800ms",
         }
     }
 }
@@ -52,7 +61,9 @@ pub struct Gateway {
     /// Its engine.
     pub manager: Arc<DeviceManager>,
     /// After [`Gateway::restart`]: every engine event since the restore began.
-    pub restore_events: Option<tokio::sync::broadcast::Receiver<EngineEvent>>,
+    pub restore_events: Option<tokio::sync::broadcast::Receiver<WireEvent>>,
+    /// Its webhook dispatcher; dropping it stops deliveries as a crash would.
+    pub dispatcher: Option<Dispatcher>,
     database_url: String,
     options: Options,
     server: ServerTask,
@@ -95,9 +106,11 @@ impl Gateway {
             database_url,
             options,
             server,
+            dispatcher,
             ..
         } = self;
         drop(server);
+        drop(dispatcher);
         manager.shutdown().await;
         drop(manager);
         let mut gateway = Self::launch(sandbox, database_url, options).await;
@@ -108,24 +121,6 @@ impl Gateway {
     }
 
     async fn launch(sandbox: Sandbox, database_url: String, options: Options) -> Self {
-        let store = Store::connect(&database_url).await.expect("store");
-        let manager = Arc::new(DeviceManager::new(
-            store.clone(),
-            EventBus::new(),
-            EngineConfig {
-                endpoint: WhatsAppEndpoint::Sandbox {
-                    url: sandbox.ws_url(),
-                    time_scale: options.time_scale,
-                },
-                login_timeout: options.login_timeout,
-                ..EngineConfig::default()
-            },
-            reqwest::Client::new(),
-        ));
-        let app = wagate_openapi::app(ApiState {
-            manager: Arc::clone(&manager),
-            public_url: None,
-        });
         let acceptor = TcpListener::bind("127.0.0.1:0")
             .into_acceptor()
             .await
@@ -135,15 +130,47 @@ impl Gateway {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .expect("a TCP address");
+        let base = format!("http://{addr}");
+        let store = Store::connect(&database_url).await.expect("store");
+        let webhook_config = WebhookConfig {
+            allow_private: options.webhook_allow_private,
+            retry_schedule: RetrySchedule::parse(options.webhook_retry_schedule)
+                .expect("a retry schedule"),
+            timeout: Duration::from_secs(2),
+            ..WebhookConfig::default()
+        };
+        let dispatcher = Dispatcher::start(store.clone(), webhook_config.clone())
+            .await
+            .expect("the dispatcher starts");
+        let manager = Arc::new(DeviceManager::new(
+            store.clone(),
+            EventBus::new(),
+            EngineConfig {
+                endpoint: WhatsAppEndpoint::Sandbox {
+                    url: sandbox.ws_url(),
+                    time_scale: options.time_scale,
+                },
+                login_timeout: options.login_timeout,
+                public_url: base.clone(),
+                ..EngineConfig::default()
+            },
+            reqwest::Client::new(),
+        ));
+        let app = wagate_openapi::app(ApiState {
+            manager: Arc::clone(&manager),
+            webhooks: Webhooks::new(store.clone(), webhook_config),
+            public_url: None,
+        });
         let server = ServerTask(tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
         }));
         let gateway = Self {
-            base: format!("http://{addr}"),
+            base,
             sandbox,
             store,
             manager,
             restore_events: None,
+            dispatcher: Some(dispatcher),
             database_url,
             options,
             server,
@@ -323,6 +350,11 @@ impl Api {
     /// `POST path` with a JSON body.
     pub async fn post_json(&self, path: &str, body: Value) -> Answer {
         self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch_json(&self, path: &str, body: Value) -> Answer {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
     }
 
     /// `DELETE path`.

@@ -1,0 +1,614 @@
+//! The dispatcher: claims due deliveries from the outbox, sends them outside any transaction,
+//! and settles each as delivered, retried later, dead or expired.
+//!
+//! Invariants:
+//! - Every attempt runs in a task of this dispatcher's `JoinSet`; stopping waits for them (up to
+//!   the attempt timeout) and hands every unsettled claim back to the outbox.
+//! - A claim is only made while this dispatcher holds its advisory lock (its listener is
+//!   connected), so other processes can tell its claims from a dead process's.
+//! - At most `max_in_flight` attempts run at once, and at most `max_in_flight_per_endpoint` per
+//!   endpoint; claims beyond an endpoint's share wait here, not in flight.
+
+use std::collections::{HashMap, VecDeque};
+use std::error::Error as _;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use reqwest::{StatusCode, Url};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::signature::{hub_signature, standard_signature};
+use super::{PublicResolver, RetrySchedule, WebhookConfig, WebhookError, check_literal};
+use crate::store::{ClaimedDelivery, DeliveryOutcome, OutboxListener, Store};
+
+/// How often orphaned claims are released and expired deliveries retired.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
+/// Settled attempts are written in batches of this many, or after [`SETTLE_DELAY`].
+const SETTLE_BATCH: usize = 128;
+/// How long a settled attempt may wait for its batch.
+const SETTLE_DELAY: Duration = Duration::from_millis(20);
+/// The most deliveries one claim takes.
+const CLAIM_BATCH: usize = 256;
+/// The longest wait a `Retry-After` header can ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// How much of an error answer's body the delivery log keeps.
+const ERROR_BODY_LIMIT: usize = 256;
+
+/// A running dispatcher; [`Dispatcher::shutdown`] stops it cleanly, dropping it aborts it.
+pub struct Dispatcher {
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Starts delivering the outbox of `store`; fails when the outbox listener cannot connect.
+    pub async fn start(store: Store, config: WebhookConfig) -> Result<Dispatcher, WebhookError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            // A redirect could lead anywhere, private addresses included.
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(config.max_in_flight_per_endpoint)
+            .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")));
+        if !config.allow_private {
+            builder = builder.dns_resolver(std::sync::Arc::new(PublicResolver));
+        }
+        let client = builder.build().map_err(|e| WebhookError::InvalidUrl {
+            url: String::new(),
+            reason: format!("the delivery client could not be built: {e}"),
+        })?;
+        // Positive, so it reads back unchanged from pg_locks' unsigned objid.
+        let owner = rand::random_range(1..i32::MAX);
+        let listener = store.listen_outbox(owner).await?;
+        let (stop, stopped) = watch::channel(false);
+        let run = Run {
+            store,
+            config,
+            client,
+            owner,
+            listener: Some(listener),
+            in_flight: JoinSet::new(),
+            per_endpoint: HashMap::new(),
+            waiting: HashMap::new(),
+            settled: Vec::new(),
+            oldest_settled: None,
+            gone: Vec::new(),
+        };
+        let task = tokio::spawn(run.run(stopped));
+        tracing::info!(owner, "webhook dispatcher started");
+        Ok(Dispatcher {
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// Stops claiming, lets attempts in flight finish (up to the attempt timeout), records them
+    /// and hands every other claim back to the outbox.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// How one attempt ended, ready to be written.
+struct Settled {
+    delivery: Uuid,
+    endpoint: Uuid,
+    at: DateTime<Utc>,
+    outcome: DeliveryOutcome,
+}
+
+struct Run {
+    store: Store,
+    config: WebhookConfig,
+    client: reqwest::Client,
+    owner: i32,
+    listener: Option<OutboxListener>,
+    in_flight: JoinSet<Settled>,
+    per_endpoint: HashMap<Uuid, usize>,
+    /// Claimed deliveries waiting for their endpoint's share of attempts.
+    waiting: HashMap<Uuid, VecDeque<ClaimedDelivery>>,
+    settled: Vec<(Uuid, DateTime<Utc>, DeliveryOutcome)>,
+    oldest_settled: Option<Instant>,
+    /// Endpoints that answered 410 since the last write.
+    gone: Vec<Uuid>,
+}
+
+impl Run {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut next_maintenance = Instant::now();
+        let mut due: Option<Instant> = None;
+        let mut wanted = true;
+        while !*stop.borrow() {
+            let now = Instant::now();
+            if now >= next_maintenance {
+                self.maintain().await;
+                next_maintenance = now + MAINTENANCE_EVERY;
+                wanted = true;
+            }
+            if self.listener.is_none() {
+                self.reconnect().await;
+            }
+            if due.is_some_and(|d| d <= now) {
+                wanted = true;
+            }
+            // Settled first: a retry's new due time must be stored before the next is looked up.
+            if self.settled.len() >= SETTLE_BATCH
+                || self.oldest_settled.is_some_and(|t| t + SETTLE_DELAY <= now)
+                || (self.in_flight.is_empty() && !self.settled.is_empty())
+            {
+                self.flush().await;
+            }
+            let free = self
+                .config
+                .max_in_flight
+                .saturating_sub(self.in_flight.len());
+            let worth_it =
+                free >= (self.config.max_in_flight / 4).max(1) || self.in_flight.is_empty();
+            if wanted && worth_it && free > 0 && self.listener.is_some() {
+                wanted = false;
+                match self.fill(free).await {
+                    Ok(true) => wanted = true,
+                    Ok(false) => due = self.next_due().await,
+                    Err(e) => tracing::error!("webhook deliveries not claimed: {e}"),
+                }
+            }
+            let mut wake = (now + self.config.poll_interval).min(next_maintenance);
+            if let Some(due) = due {
+                wake = wake.min(due);
+            }
+            if let Some(oldest) = self.oldest_settled {
+                wake = wake.min(oldest + SETTLE_DELAY);
+            }
+            if wanted && free > 0 {
+                wake = now;
+            }
+            tokio::select! {
+                _ = stop.changed() => {}
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    self.finished(done);
+                    while let Some(done) = self.in_flight.try_join_next() {
+                        self.finished(done);
+                    }
+                    wanted = true;
+                }
+                alive = notified(&mut self.listener) => {
+                    if alive {
+                        wanted = true;
+                    } else {
+                        tracing::warn!("webhook outbox listener lost; claiming pauses until it is back");
+                        self.listener = None;
+                    }
+                }
+                // The polling fallback, a retry coming due, or a batch of results to write.
+                _ = tokio::time::sleep_until(wake) => wanted = true,
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Claims up to `free` due deliveries and starts them; true when the outbox may hold more.
+    async fn fill(&mut self, free: usize) -> Result<bool, WebhookError> {
+        let asked = free.min(CLAIM_BATCH);
+        let limit = self.config.max_in_flight_per_endpoint;
+        let saturated: Vec<Uuid> = self
+            .per_endpoint
+            .iter()
+            .filter(|(_, n)| **n >= limit)
+            .map(|(id, _)| *id)
+            .collect();
+        let claimed = self
+            .store
+            .claim_deliveries(self.owner, self.config.lease, asked, &saturated)
+            .await?;
+        let more = claimed.len() == asked;
+        for delivery in claimed {
+            self.start(delivery);
+        }
+        Ok(more)
+    }
+
+    /// Starts an attempt now, or queues it behind its endpoint's share.
+    fn start(&mut self, delivery: ClaimedDelivery) {
+        let count = self.per_endpoint.entry(delivery.endpoint_id).or_default();
+        if *count >= self.config.max_in_flight_per_endpoint {
+            self.waiting
+                .entry(delivery.endpoint_id)
+                .or_default()
+                .push_back(delivery);
+            return;
+        }
+        *count += 1;
+        let client = self.client.clone();
+        let schedule = self.config.retry_schedule.clone();
+        let check = !self.config.allow_private;
+        self.in_flight
+            .spawn(async move { attempt(&client, delivery, &schedule, check).await });
+    }
+
+    fn finished(&mut self, done: Result<Settled, tokio::task::JoinError>) {
+        let settled = match done {
+            Ok(settled) => settled,
+            // An aborted or panicked attempt keeps its lease and comes back when it runs out.
+            Err(e) => {
+                tracing::error!("a webhook attempt did not finish: {e}");
+                return;
+            }
+        };
+        if let Some(count) = self.per_endpoint.get_mut(&settled.endpoint) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_endpoint.remove(&settled.endpoint);
+            }
+        }
+        if let DeliveryOutcome::Dead { gone: true, .. } = settled.outcome {
+            self.gone.push(settled.endpoint);
+            // Nothing more goes to an endpoint that is gone; its waiting claims go back.
+            self.waiting.remove(&settled.endpoint);
+        } else if let Some(next) = self
+            .waiting
+            .get_mut(&settled.endpoint)
+            .and_then(VecDeque::pop_front)
+        {
+            self.start(next);
+        }
+        self.waiting.retain(|_, queue| !queue.is_empty());
+        self.settled
+            .push((settled.delivery, settled.at, settled.outcome));
+        self.oldest_settled.get_or_insert_with(Instant::now);
+    }
+
+    async fn flush(&mut self) {
+        let settled = std::mem::take(&mut self.settled);
+        let gone = std::mem::take(&mut self.gone);
+        self.oldest_settled = None;
+        if let Err(e) = self
+            .store
+            .settle_deliveries(self.owner, &settled, &gone)
+            .await
+        {
+            // The claims stay leased and come back when the lease runs out: at least once.
+            tracing::error!(count = settled.len(), "webhook attempts not recorded: {e}");
+        }
+    }
+
+    async fn next_due(&self) -> Option<Instant> {
+        match self.store.next_due_delivery().await {
+            Ok(Some(at)) => {
+                let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                Some(Instant::now() + wait.max(Duration::from_millis(5)))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!("next webhook delivery not found: {e}");
+                None
+            }
+        }
+    }
+
+    async fn maintain(&self) {
+        match self.store.release_orphaned_claims(None).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "released webhook claims of a stopped gateway"),
+            Err(e) => tracing::error!("orphaned webhook claims not released: {e}"),
+        }
+        match self.store.expire_deliveries().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "expired undelivered QR code events"),
+            Err(e) => tracing::error!("expired webhook deliveries not retired: {e}"),
+        }
+    }
+
+    async fn reconnect(&mut self) {
+        match self.store.listen_outbox(self.owner).await {
+            Ok(listener) => {
+                tracing::info!("webhook outbox listener reconnected");
+                self.listener = Some(listener);
+            }
+            Err(e) => {
+                tracing::error!("webhook outbox listener not reconnected: {e}");
+                tokio::time::sleep(self.config.poll_interval).await;
+            }
+        }
+    }
+
+    /// Lets attempts in flight finish, records them and hands every other claim back.
+    async fn drain(mut self) {
+        self.waiting.clear();
+        let deadline = Instant::now() + self.config.timeout + Duration::from_secs(1);
+        while !self.in_flight.is_empty() {
+            match tokio::time::timeout_at(deadline, self.in_flight.join_next()).await {
+                Ok(Some(done)) => self.finished(done),
+                Ok(None) => break,
+                Err(_) => {
+                    self.in_flight.abort_all();
+                    break;
+                }
+            }
+        }
+        self.waiting.clear();
+        self.flush().await;
+        if let Err(e) = self.store.release_orphaned_claims(Some(self.owner)).await {
+            tracing::error!("webhook claims not handed back: {e}");
+        }
+        tracing::info!(owner = self.owner, "webhook dispatcher stopped");
+    }
+}
+
+async fn notified(listener: &mut Option<OutboxListener>) -> bool {
+    match listener {
+        Some(listener) => listener.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one delivery and decides what becomes of it.
+async fn attempt(
+    client: &reqwest::Client,
+    delivery: ClaimedDelivery,
+    schedule: &RetrySchedule,
+    refuse_private: bool,
+) -> Settled {
+    let at = Utc::now();
+    let result = send(client, &delivery, at.timestamp(), refuse_private).await;
+    Settled {
+        delivery: delivery.id,
+        endpoint: delivery.endpoint_id,
+        at,
+        outcome: judge(&delivery, result, schedule, at),
+    }
+}
+
+/// What an attempt got back: a status (with `Retry-After` and the start of the body), or an
+/// error that kept it from getting one.
+type Answer = Result<(StatusCode, Option<Duration>, String), String>;
+
+async fn send(
+    client: &reqwest::Client,
+    delivery: &ClaimedDelivery,
+    timestamp: i64,
+    refuse_private: bool,
+) -> Answer {
+    let url = Url::parse(&delivery.url).map_err(|e| format!("the endpoint url is invalid: {e}"))?;
+    if refuse_private {
+        check_literal(&url)?;
+    }
+    let id = delivery.event_id.to_string();
+    let body = delivery.body.as_bytes();
+    let mut request = client
+        .post(url)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .header(USER_AGENT, concat!("wagate/", env!("CARGO_PKG_VERSION")))
+        .header("webhook-id", &id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            standard_signature(&delivery.secrets, &id, timestamp, body),
+        );
+    for secret in &delivery.secrets {
+        request = request.header("x-hub-signature-256", hub_signature(secret, body));
+    }
+    let mut response = request
+        .body(delivery.body.clone())
+        .send()
+        .await
+        .map_err(|e| describe(&e))?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    // Reading the body lets the connection be reused; only its start is kept, for the log.
+    let mut start = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        if start.len() < ERROR_BODY_LIMIT {
+            start.extend_from_slice(&chunk[..chunk.len().min(ERROR_BODY_LIMIT - start.len())]);
+        }
+    }
+    Ok((
+        status,
+        retry_after,
+        String::from_utf8_lossy(&start).into_owned(),
+    ))
+}
+
+fn judge(
+    delivery: &ClaimedDelivery,
+    answer: Answer,
+    schedule: &RetrySchedule,
+    at: DateTime<Utc>,
+) -> DeliveryOutcome {
+    let (status_code, error, retry_after) = match answer {
+        Ok((status, _, _)) if status.is_success() => {
+            return DeliveryOutcome::Delivered {
+                status_code: status.as_u16(),
+            };
+        }
+        Ok((StatusCode::GONE, _, _)) => {
+            return DeliveryOutcome::Dead {
+                status_code: Some(410),
+                error: "the endpoint answered 410 Gone: it is disabled".to_string(),
+                gone: true,
+            };
+        }
+        Ok((status, retry_after, body)) => {
+            let error = if body.trim().is_empty() {
+                format!("the endpoint answered {status}")
+            } else {
+                format!("the endpoint answered {status}: {}", body.trim())
+            };
+            (Some(status.as_u16()), error, retry_after)
+        }
+        Err(error) => (None, error, None),
+    };
+    let attempts = delivery.attempts as usize + 1;
+    let Some(delay) = schedule.delay_after(attempts) else {
+        return DeliveryOutcome::Dead {
+            status_code,
+            error: format!(
+                "{error} (attempt {attempts} of {}, the last)",
+                schedule.attempts()
+            ),
+            gone: false,
+        };
+    };
+    let delay = retry_after.unwrap_or(delay).min(MAX_RETRY_AFTER);
+    let retry_at = at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
+    if delivery.expires_at.is_some_and(|expiry| retry_at >= expiry) {
+        return DeliveryOutcome::Expired { status_code, error };
+    }
+    DeliveryOutcome::Failed {
+        status_code,
+        error,
+        retry_at,
+    }
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&Utc) - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// reqwest's own message names only the kind of failure; the cause is in its sources.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "the endpoint did not answer in time"
+    } else if e.is_connect() {
+        "could not connect to the endpoint"
+    } else {
+        "the request failed"
+    };
+    let mut message = kind.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(attempts: i32, expires_at: Option<DateTime<Utc>>) -> ClaimedDelivery {
+        ClaimedDelivery {
+            id: Uuid::new_v4(),
+            endpoint_id: Uuid::new_v4(),
+            attempts,
+            expires_at,
+            event_id: Uuid::new_v4(),
+            event_type: "logged_in".into(),
+            body: "{}".into(),
+            url: "http://example.com".into(),
+            secrets: vec![],
+        }
+    }
+
+    fn answer(status: u16, retry_after: Option<u64>) -> Answer {
+        Ok((
+            StatusCode::from_u16(status).unwrap(),
+            retry_after.map(Duration::from_secs),
+            String::new(),
+        ))
+    }
+
+    #[test]
+    fn a_failure_is_retried_on_schedule_until_the_last_attempt() {
+        let schedule = RetrySchedule::parse("10s,20s").unwrap();
+        let at = Utc::now();
+        match judge(&delivery(0, None), answer(500, None), &schedule, at) {
+            DeliveryOutcome::Failed {
+                retry_at,
+                status_code,
+                ..
+            } => {
+                assert_eq!(status_code, Some(500));
+                let wait = (retry_at - at).num_milliseconds();
+                assert!((9000..=11000).contains(&wait), "{wait}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            judge(&delivery(2, None), answer(500, None), &schedule, at),
+            DeliveryOutcome::Dead { gone: false, .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let schedule = RetrySchedule::parse("10s").unwrap();
+        let at = Utc::now();
+        match judge(&delivery(0, None), answer(429, Some(120)), &schedule, at) {
+            DeliveryOutcome::Failed { retry_at, .. } => {
+                assert_eq!((retry_at - at).num_seconds(), 120)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn gone_is_dead_at_once_and_success_is_delivered() {
+        let schedule = RetrySchedule::default();
+        let at = Utc::now();
+        assert!(matches!(
+            judge(&delivery(0, None), answer(410, None), &schedule, at),
+            DeliveryOutcome::Dead { gone: true, .. }
+        ));
+        assert_eq!(
+            judge(&delivery(0, None), answer(204, None), &schedule, at),
+            DeliveryOutcome::Delivered { status_code: 204 }
+        );
+    }
+
+    #[test]
+    fn a_qr_event_that_would_be_retried_after_its_code_expired_is_expired() {
+        let schedule = RetrySchedule::parse("30s").unwrap();
+        let at = Utc::now();
+        let expiry = at + chrono::Duration::seconds(10);
+        assert!(matches!(
+            judge(
+                &delivery(0, Some(expiry)),
+                Err("refused".into()),
+                &schedule,
+                at
+            ),
+            DeliveryOutcome::Expired { .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,556 @@
+//! Webhook endpoints, their secrets, test events and the delivery log.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
+use poem_openapi::{Enum, Object, OpenApi};
+use uuid::Uuid;
+use wagate_core::store::{DeliveryRecord, DeliveryStatus, Endpoint};
+use wagate_core::webhooks::{EndpointChanges, EndpointInput, WebhookError};
+
+use crate::auth::TenantAuth;
+use crate::envelope::envelope;
+use crate::events::WebhookEvent;
+use crate::{ApiError, ApiState, ApiTags};
+
+/// An event type an endpoint can subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum WebhookEventType {
+    /// A new QR code is showing.
+    QrRefreshed,
+    /// A pairing code was issued.
+    PairCodeIssued,
+    /// The device is linked and usable.
+    LoggedIn,
+    /// The device was logged out.
+    LoggedOut,
+    /// A login attempt failed.
+    LoginFailed,
+    /// The device moved between states.
+    StateChanged,
+}
+
+impl WebhookEventType {
+    const ALL: [(Self, &'static str); 6] = [
+        (Self::QrRefreshed, "qr_refreshed"),
+        (Self::PairCodeIssued, "pair_code_issued"),
+        (Self::LoggedIn, "logged_in"),
+        (Self::LoggedOut, "logged_out"),
+        (Self::LoginFailed, "login_failed"),
+        (Self::StateChanged, "state_changed"),
+    ];
+
+    fn name(self) -> String {
+        Self::ALL
+            .iter()
+            .find(|(t, _)| *t == self)
+            .map(|(_, n)| n.to_string())
+            .unwrap_or_default()
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(t, _)| *t)
+    }
+}
+
+/// A webhook endpoint (its secret is shown only when created or rotated).
+#[derive(Debug, Clone, Object)]
+pub struct WebhookInfo {
+    /// The endpoint's id.
+    pub id: Uuid,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// A label for people.
+    pub description: String,
+    /// The event types it receives.
+    pub events: Vec<WebhookEventType>,
+    /// The devices whose events it receives; null for every device.
+    pub device_ids: Option<Vec<String>>,
+    /// Whether deliveries are made.
+    pub enabled: bool,
+    /// Why wagate disabled it (e.g. the endpoint answered 410 Gone).
+    pub disabled_reason: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Endpoint> for WebhookInfo {
+    fn from(e: Endpoint) -> Self {
+        Self {
+            id: e.id,
+            url: e.url,
+            description: e.description,
+            events: e
+                .events
+                .iter()
+                .filter_map(|n| WebhookEventType::parse(n))
+                .collect(),
+            device_ids: e.device_ids,
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+/// A webhook endpoint with its signing secret, shown this once.
+#[derive(Debug, Clone, Object)]
+pub struct WebhookWithSecret {
+    /// The endpoint.
+    #[oai(flatten)]
+    pub endpoint: WebhookInfo,
+    /// `whsec_…`: verify `webhook-signature` with it (Standard Webhooks), or
+    /// `X-Hub-Signature-256` (HMAC-SHA256 of the body keyed by this string as shown).
+    pub secret: String,
+}
+
+/// A new webhook endpoint.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// An http(s) URL on a public address (private ones need WAGATE_WEBHOOK_ALLOW_PRIVATE).
+    pub url: String,
+    /// The event types to receive; at least one.
+    pub events: Vec<WebhookEventType>,
+    /// Only these devices' events; leave out for every device.
+    pub device_ids: Option<Vec<String>>,
+    /// A label for people.
+    pub description: Option<String>,
+}
+
+/// Changes to a webhook endpoint; fields left out stay as they are.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateWebhookRequest {
+    /// A new URL.
+    pub url: Option<String>,
+    /// New event types.
+    pub events: Option<Vec<WebhookEventType>>,
+    /// A new device filter; null for every device.
+    pub device_ids: MaybeUndefined<Vec<String>>,
+    /// A new label.
+    pub description: Option<String>,
+    /// Enable or disable deliveries; enabling clears `disabled_reason`.
+    pub enabled: Option<bool>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum DeliveryStatusName {
+    /// Waiting for its first attempt or a retry.
+    Pending,
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// Every attempt failed, or the endpoint answered 410 Gone.
+    Dead,
+    /// A QR code event whose code expired before it could be delivered.
+    Expired,
+}
+
+impl From<DeliveryStatus> for DeliveryStatusName {
+    fn from(s: DeliveryStatus) -> Self {
+        match s {
+            DeliveryStatus::Pending => Self::Pending,
+            DeliveryStatus::Delivered => Self::Delivered,
+            DeliveryStatus::Dead => Self::Dead,
+            DeliveryStatus::Expired => Self::Expired,
+        }
+    }
+}
+
+impl DeliveryStatusName {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => DeliveryStatus::Pending.as_str(),
+            Self::Delivered => DeliveryStatus::Delivered.as_str(),
+            Self::Dead => DeliveryStatus::Dead.as_str(),
+            Self::Expired => DeliveryStatus::Expired.as_str(),
+        }
+    }
+}
+
+/// One delivery of an event to an endpoint.
+#[derive(Debug, Clone, Object)]
+pub struct WebhookDelivery {
+    /// The delivery's id.
+    pub id: Uuid,
+    /// The event's id: the `webhook-id` header of every attempt.
+    pub event_id: Uuid,
+    /// The event's type.
+    pub event_type: String,
+    /// Where it stands.
+    pub status: DeliveryStatusName,
+    /// Attempts made.
+    pub attempts: i32,
+    /// When the next attempt is due (pending only).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the last attempt was made.
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// The last attempt's status code, if the endpoint answered.
+    pub last_status_code: Option<i32>,
+    /// What went wrong in the last attempt.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When it was queued.
+    pub created_at: DateTime<Utc>,
+    /// The event, exactly as the endpoint receives it.
+    pub event: WebhookEvent,
+}
+
+impl TryFrom<DeliveryRecord> for WebhookDelivery {
+    type Error = ApiError;
+
+    fn try_from(d: DeliveryRecord) -> Result<Self, ApiError> {
+        let event = WebhookEvent::from_body(&d.body).ok_or_else(|| {
+            ApiError::internal(format!(
+                "event {} of delivery {} does not match the documented schema",
+                d.event_id, d.id
+            ))
+        })?;
+        Ok(Self {
+            id: d.id,
+            event_id: d.event_id,
+            event_type: d.event_type,
+            status: d.status.into(),
+            attempts: d.attempts,
+            next_attempt_at: d
+                .next_attempt_at
+                .filter(|_| d.status == DeliveryStatus::Pending),
+            last_attempt_at: d.last_attempt_at,
+            last_status_code: d.last_status_code,
+            last_error: d.last_error,
+            delivered_at: d.delivered_at,
+            created_at: d.created_at,
+            event,
+        })
+    }
+}
+
+/// A page of the delivery log, newest first.
+#[derive(Debug, Clone, Object)]
+pub struct DeliveryPageInfo {
+    /// The deliveries.
+    pub deliveries: Vec<WebhookDelivery>,
+    /// Pass as `before` to get the next page; null on the last page.
+    pub next_before: Option<Uuid>,
+}
+
+/// A queued test event.
+#[derive(Debug, Clone, Object)]
+pub struct WebhookTestInfo {
+    /// The delivery to follow in the delivery log.
+    pub delivery_id: Uuid,
+    /// The event's id (`webhook-id`).
+    pub event_id: Uuid,
+}
+
+/// The id of a removed endpoint.
+#[derive(Debug, Clone, Object)]
+pub struct WebhookRef {
+    /// The endpoint's id.
+    pub id: Uuid,
+}
+
+envelope!(
+    /// A new webhook endpoint, with its secret shown once.
+    WebhookCreatedResponse,
+    WebhookWithSecret
+);
+envelope!(
+    /// One webhook endpoint.
+    WebhookResponse,
+    WebhookInfo
+);
+envelope!(
+    /// The tenant's webhook endpoints.
+    WebhookListResponse,
+    Vec<WebhookInfo>
+);
+envelope!(
+    /// A removed webhook endpoint.
+    WebhookDeletedResponse,
+    WebhookRef
+);
+envelope!(
+    /// A queued test event.
+    WebhookTestResponse,
+    WebhookTestInfo
+);
+envelope!(
+    /// A page of an endpoint's delivery log.
+    DeliveryListResponse,
+    DeliveryPageInfo
+);
+envelope!(
+    /// A delivery queued again.
+    DeliveryResponse,
+    WebhookDelivery
+);
+
+impl From<WebhookError> for ApiError {
+    fn from(e: WebhookError) -> Self {
+        let message = e.to_string();
+        match e {
+            WebhookError::InvalidUrl { .. }
+            | WebhookError::PrivateAddress { .. }
+            | WebhookError::Invalid(_) => Self::validation(message),
+            WebhookError::EndpointNotFound(_) => Self::not_found("WEBHOOK_NOT_FOUND", message),
+            WebhookError::DeliveryNotFound { .. } => Self::not_found("DELIVERY_NOT_FOUND", message),
+            WebhookError::DeliveryExpired(_) => Self::conflict("DELIVERY_EXPIRED", message),
+            WebhookError::Store(store) => store.into(),
+        }
+    }
+}
+
+fn names(events: Vec<WebhookEventType>) -> Vec<String> {
+    events.into_iter().map(WebhookEventType::name).collect()
+}
+
+/// Webhook endpoints and their deliveries.
+pub struct WebhooksApi;
+
+#[OpenApi(tag = "ApiTags::Webhooks")]
+impl WebhooksApi {
+    /// Add a webhook
+    ///
+    /// Registers an endpoint for the tenant's events. Deliveries are signed per Standard
+    /// Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`) and with
+    /// `X-Hub-Signature-256`; the secret is in this answer only.
+    #[oai(path = "/webhooks", method = "post", operation_id = "createWebhook")]
+    async fn create(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        body: Json<CreateWebhookRequest>,
+    ) -> Result<Json<WebhookCreatedResponse>, ApiError> {
+        let body = body.0;
+        let input = EndpointInput {
+            url: body.url,
+            events: names(body.events),
+            device_ids: body.device_ids,
+            description: body.description,
+        };
+        let (endpoint, secret) = state.webhooks.create(auth.0.id, input).await?;
+        Ok(WebhookCreatedResponse::success(
+            "Webhook added",
+            WebhookWithSecret {
+                endpoint: endpoint.into(),
+                secret,
+            },
+        ))
+    }
+
+    /// List webhooks
+    #[oai(path = "/webhooks", method = "get", operation_id = "listWebhooks")]
+    async fn list(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+    ) -> Result<Json<WebhookListResponse>, ApiError> {
+        let endpoints = state.webhooks.list(auth.0.id).await?;
+        Ok(WebhookListResponse::success(
+            "List webhooks",
+            endpoints.into_iter().map(WebhookInfo::from).collect(),
+        ))
+    }
+
+    /// Webhook info
+    #[oai(path = "/webhooks/:id", method = "get", operation_id = "getWebhook")]
+    async fn get(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The endpoint's id.
+        id: Path<Uuid>,
+    ) -> Result<Json<WebhookResponse>, ApiError> {
+        let endpoint = state.webhooks.get(auth.0.id, id.0).await?;
+        Ok(WebhookResponse::success("Webhook info", endpoint.into()))
+    }
+
+    /// Change a webhook
+    ///
+    /// Changes the fields given. Re-enable an endpoint wagate disabled with `enabled: true`.
+    #[oai(
+        path = "/webhooks/:id",
+        method = "patch",
+        operation_id = "updateWebhook"
+    )]
+    async fn update(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The endpoint's id.
+        id: Path<Uuid>,
+        body: Json<UpdateWebhookRequest>,
+    ) -> Result<Json<WebhookResponse>, ApiError> {
+        let body = body.0;
+        let changes = EndpointChanges {
+            url: body.url,
+            events: body.events.map(names),
+            device_ids: match body.device_ids {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(ids) => Some(Some(ids)),
+            },
+            description: body.description,
+            enabled: body.enabled,
+        };
+        let endpoint = state.webhooks.update(auth.0.id, id.0, changes).await?;
+        Ok(WebhookResponse::success("Webhook updated", endpoint.into()))
+    }
+
+    /// Remove a webhook
+    ///
+    /// Removes the endpoint and its delivery log; pending deliveries are dropped.
+    #[oai(
+        path = "/webhooks/:id",
+        method = "delete",
+        operation_id = "deleteWebhook"
+    )]
+    async fn delete(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The endpoint's id.
+        id: Path<Uuid>,
+    ) -> Result<Json<WebhookDeletedResponse>, ApiError> {
+        state.webhooks.delete(auth.0.id, id.0).await?;
+        Ok(WebhookDeletedResponse::success(
+            "Webhook removed",
+            WebhookRef { id: id.0 },
+        ))
+    }
+
+    /// Rotate a webhook's secret
+    ///
+    /// Issues a new secret, shown in this answer only. The previous one keeps signing too
+    /// (a second `v1,…` in `webhook-signature`, a second `X-Hub-Signature-256`) for 24 hours,
+    /// so receivers can switch without losing events.
+    #[oai(
+        path = "/webhooks/:id/rotate-secret",
+        method = "post",
+        operation_id = "rotateWebhookSecret"
+    )]
+    async fn rotate_secret(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The endpoint's id.
+        id: Path<Uuid>,
+    ) -> Result<Json<WebhookCreatedResponse>, ApiError> {
+        let (endpoint, secret) = state.webhooks.rotate_secret(auth.0.id, id.0).await?;
+        Ok(WebhookCreatedResponse::success(
+            "Webhook secret rotated",
+            WebhookWithSecret {
+                endpoint: endpoint.into(),
+                secret,
+            },
+        ))
+    }
+
+    /// Send a test event
+    ///
+    /// Queues a `ping` event for this endpoint alone, whatever its filters; follow it in the
+    /// delivery log.
+    #[oai(
+        path = "/webhooks/:id/test",
+        method = "post",
+        operation_id = "testWebhook"
+    )]
+    async fn test(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The endpoint's id.
+        id: Path<Uuid>,
+    ) -> Result<Json<WebhookTestResponse>, ApiError> {
+        let (event, delivery_id) = state.webhooks.test(auth.0.id, id.0).await?;
+        Ok(WebhookTestResponse::success(
+            "Test event queued",
+            WebhookTestInfo {
+                delivery_id,
+                event_id: event.id,
+            },
+        ))
+    }
+
+    /// List a webhook's deliveries
+    ///
+    /// The delivery log, newest first: each event with its status, attempts, last answer and
+    /// next attempt.
+    #[oai(
+        path = "/webhooks/:id/deliveries",
+        method = "get",
+        operation_id = "listWebhookDeliveries"
+    )]
+    async fn deliveries(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The endpoint's id.
+        id: Path<Uuid>,
+        /// Only deliveries with this status.
+        status: Query<Option<DeliveryStatusName>>,
+        /// Deliveries per page, 1 to 100 (default 50).
+        limit: Query<Option<u32>>,
+        /// The `next_before` of the previous page.
+        before: Query<Option<Uuid>>,
+    ) -> Result<Json<DeliveryListResponse>, ApiError> {
+        let page = state
+            .webhooks
+            .deliveries(
+                auth.0.id,
+                id.0,
+                status.0.map(DeliveryStatusName::as_str),
+                limit.0,
+                before.0,
+            )
+            .await?;
+        Ok(DeliveryListResponse::success(
+            "List deliveries",
+            DeliveryPageInfo {
+                deliveries: page
+                    .deliveries
+                    .into_iter()
+                    .map(WebhookDelivery::try_from)
+                    .collect::<Result<_, _>>()?,
+                next_before: page.next_before,
+            },
+        ))
+    }
+
+    /// Retry a delivery
+    ///
+    /// Sends the delivery again now, with the same `webhook-id`: a dead delivery gets one more
+    /// attempt, a delivered one is replayed. QR code events whose code expired are refused.
+    #[oai(
+        path = "/webhooks/:id/deliveries/:delivery_id/retry",
+        method = "post",
+        operation_id = "retryWebhookDelivery"
+    )]
+    async fn retry(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The endpoint's id.
+        id: Path<Uuid>,
+        /// The delivery's id.
+        delivery_id: Path<Uuid>,
+    ) -> Result<Json<DeliveryResponse>, ApiError> {
+        let delivery = state.webhooks.retry(auth.0.id, id.0, delivery_id.0).await?;
+        Ok(DeliveryResponse::success(
+            "Delivery queued again",
+            delivery.try_into()?,
+        ))
+    }
+}
