@@ -10,28 +10,13 @@ use std::time::{Duration, Instant};
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use support::Gateway;
 use support::receiver::Receiver;
-use wagate_core::domain::{DeviceId, DeviceState, TenantId};
-use wagate_core::events::{EngineEventKind, NewEvent};
+use support::{Gateway, state_changes};
+use wagate_core::domain::{DeviceId, TenantId};
 use wagate_core::store::{DeviceChange, Store};
 
 const WRITERS: usize = 4;
 const BATCH: usize = 50;
-
-fn events(n: usize) -> Vec<NewEvent> {
-    (0..n)
-        .map(|_| {
-            NewEvent::from_kind(
-                &EngineEventKind::StateChanged {
-                    from: DeviceState::Disconnected,
-                    to: DeviceState::Connecting,
-                },
-                "",
-            )
-        })
-        .collect()
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -39,7 +24,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn record(store: &Store, tenant: TenantId, device: &DeviceId, n: usize) {
     store
-        .record_events(tenant, device, DeviceChange::default(), events(n))
+        .record_events(tenant, device, DeviceChange::default(), state_changes(n))
         .await
         .expect("recorded");
 }

@@ -110,6 +110,9 @@ struct WebhookArgs {
         default_value_t = 32
     )]
     webhook_endpoint_concurrency: usize,
+    /// Days events stay in the delivery log once nothing is pending for them.
+    #[arg(long, env = "WAGATE_WEBHOOK_RETENTION_DAYS", default_value_t = 14)]
+    webhook_retention_days: u64,
 }
 
 impl WebhookArgs {
@@ -128,6 +131,7 @@ impl WebhookArgs {
             timeout: Duration::from_secs(self.webhook_timeout),
             max_in_flight: self.webhook_concurrency,
             max_in_flight_per_endpoint: self.webhook_endpoint_concurrency,
+            retention: Duration::from_secs(self.webhook_retention_days * 24 * 3600),
             ..WebhookConfig::default()
         })
     }

@@ -787,63 +787,34 @@ mod outbox {
 
     const LEASE: Duration = Duration::from_secs(300);
 
+    /// Up to ten due deliveries, claimed by dispatcher `owner`.
+    async fn claim(store: &Store, owner: i32) -> Vec<wagate_core::store::ClaimedDelivery> {
+        store.claim_deliveries(owner, LEASE, 10, &[]).await.unwrap()
+    }
+
     #[tokio::test]
     async fn a_claim_of_a_dispatcher_that_died_comes_back_at_once() {
         let (store, _, _) = one_queued().await;
         // Owner 7 holds no lock: it is a process that is gone.
-        assert_eq!(
-            store
-                .claim_deliveries(7, LEASE, 10, &[])
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        assert!(
-            store
-                .claim_deliveries(8, LEASE, 10, &[])
-                .await
-                .unwrap()
-                .is_empty(),
-            "leased"
-        );
+        assert_eq!(claim(&store, 7).await.len(), 1);
+        assert!(claim(&store, 8).await.is_empty(), "leased");
         assert_eq!(store.release_orphaned_claims(None).await.unwrap(), 1);
-        assert_eq!(
-            store
-                .claim_deliveries(8, LEASE, 10, &[])
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(claim(&store, 8).await.len(), 1);
     }
 
     #[tokio::test]
     async fn a_claim_of_a_live_dispatcher_stays_with_it() {
         let (store, _, _) = one_queued().await;
         let _alive = store.listen_outbox(11).await.unwrap();
-        assert_eq!(
-            store
-                .claim_deliveries(11, LEASE, 10, &[])
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(claim(&store, 11).await.len(), 1);
         assert_eq!(store.release_orphaned_claims(None).await.unwrap(), 0);
-        assert!(
-            store
-                .claim_deliveries(12, LEASE, 10, &[])
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(claim(&store, 12).await.is_empty());
     }
 
     #[tokio::test]
     async fn only_the_lease_owner_settles_a_delivery() {
         let (store, tenant, hook) = one_queued().await;
-        let claimed = store.claim_deliveries(21, LEASE, 10, &[]).await.unwrap();
+        let claimed = claim(&store, 21).await;
         let id = claimed[0].id;
         let delivered = DeliveryOutcome::Delivered { status_code: 204 };
         store
@@ -882,13 +853,66 @@ mod outbox {
                 .unwrap()
                 .is_empty()
         );
+        assert_eq!(claim(&store, 31).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn old_events_go_once_nothing_is_pending_for_them() {
+        let (store, tenant, hook) = one_queued().await;
         assert_eq!(
-            store
-                .claim_deliveries(31, LEASE, 10, &[])
-                .await
-                .unwrap()
-                .len(),
-            1
+            store.purge_events(Duration::ZERO).await.unwrap(),
+            0,
+            "still pending"
         );
+        let claimed = claim(&store, 41).await;
+        let delivered = DeliveryOutcome::Delivered { status_code: 200 };
+        store
+            .settle_deliveries(41, &[(claimed[0].id, Utc::now(), delivered)], &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.purge_events(Duration::from_secs(3600)).await.unwrap(),
+            0,
+            "recent"
+        );
+        assert_eq!(store.purge_events(Duration::ZERO).await.unwrap(), 1);
+        let log = store
+            .list_deliveries(tenant, hook, None, 10, None)
+            .await
+            .unwrap();
+        assert!(log.deliveries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_qr_event_whose_code_expired_is_not_delivered() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let d1 = device_id("d1");
+        store.create_device(tenant.id, &d1, None).await.unwrap();
+        let hook = store
+            .create_endpoint(tenant.id, &endpoint(&["qr_refreshed"], None), "whsec_x")
+            .await
+            .unwrap();
+        let expired = NewEvent::from_kind(
+            &EngineEventKind::QrRefreshed {
+                qr_code: "2@x".into(),
+                image: uuid::Uuid::new_v4(),
+                expires_at: Utc::now() - chrono::Duration::seconds(1),
+                index: 0,
+            },
+            "http://localhost",
+        );
+        store
+            .record_events(tenant.id, &d1, DeviceChange::default(), vec![expired])
+            .await
+            .unwrap();
+
+        assert!(claim(&store, 51).await.is_empty());
+        assert_eq!(store.expire_deliveries().await.unwrap(), 1);
+        let log = store
+            .list_deliveries(tenant.id, hook.id, None, 10, None)
+            .await
+            .unwrap();
+        assert_eq!(log.deliveries[0].status, DeliveryStatus::Expired);
     }
 }

@@ -307,6 +307,7 @@ impl From<WebhookError> for ApiError {
             WebhookError::EndpointNotFound(_) => Self::not_found("WEBHOOK_NOT_FOUND", message),
             WebhookError::DeliveryNotFound { .. } => Self::not_found("DELIVERY_NOT_FOUND", message),
             WebhookError::DeliveryExpired(_) => Self::conflict("DELIVERY_EXPIRED", message),
+            WebhookError::Client(_) => Self::internal(message),
             WebhookError::Store(store) => store.into(),
         }
     }

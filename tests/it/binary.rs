@@ -7,13 +7,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use wagate_core::domain::{DeviceId, DeviceState};
-use wagate_core::events::{EngineEventKind, NewEvent};
+use wagate_core::domain::DeviceId;
 use wagate_core::store::{DeviceChange, Store};
 use wagate_sandbox::{Sandbox, SandboxConfig};
 
 use crate::support::receiver::{Received, Receiver};
-use crate::support::{Api, decode_qr, fetch, pg};
+use crate::support::{Api, decode_qr, fetch, pg, state_changes};
 
 /// `wagate serve --sandbox` on a free port; killed when dropped.
 struct Wagate {
@@ -174,19 +173,8 @@ async fn a_gateway_killed_with_a_thousand_events_pending_loses_none_of_them() {
     let device = DeviceId::parse("d1").unwrap();
     let mut recorded: HashMap<String, String> = HashMap::new();
     for _ in 0..100 {
-        let events = (0..10)
-            .map(|_| {
-                NewEvent::from_kind(
-                    &EngineEventKind::StateChanged {
-                        from: DeviceState::Disconnected,
-                        to: DeviceState::Connecting,
-                    },
-                    "",
-                )
-            })
-            .collect();
         for event in store
-            .record_events(tenant, &device, DeviceChange::default(), events)
+            .record_events(tenant, &device, DeviceChange::default(), state_changes(10))
             .await
             .expect("recorded")
         {

@@ -460,3 +460,37 @@ async fn the_delivery_log_pages_newest_first() {
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_receiver_prints_who_logged_in() {
+    let gateway = Gateway::start_with(Options {
+        time_scale: 20,
+        ..Options::default()
+    })
+    .await;
+    let api = gateway.tenant("acme").await;
+    let (_, addr) = Receiver::vacant();
+    let url = format!("http://{addr}/webhook");
+    let (_, secret) = subscribe(&api, &url, &["logged_in", "state_changed"], None).await;
+    let example = std::sync::Arc::new(
+        wagate_webhook_receiver::Receiver::new(&secret).expect("the secret is accepted"),
+    );
+    let mut handled = example.subscribe();
+    let app = wagate_webhook_receiver::app(std::sync::Arc::clone(&example));
+    let server = tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(addr)).run(app));
+    api.create_device("d1").await;
+
+    let (jid, _) = scan(&gateway, &api, "d1").await;
+    let line = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let event = handled.recv().await.expect("the receiver runs");
+            if event.event_type == "logged_in" {
+                return event.line;
+            }
+        }
+    })
+    .await
+    .expect("the login was reported");
+    server.abort();
+    assert_eq!(line, format!("device d1 logged in as {jid}"));
+}

@@ -394,11 +394,29 @@ impl Store {
                 "UPDATE webhook_deliveries SET status = 'expired', lease_owner = NULL,
                     next_attempt_at = NULL,
                     last_error = coalesce(last_error, 'the event expired before it was delivered')
-                 WHERE status = 'pending' AND expires_at <= now() AND lease_owner IS NULL",
+                 WHERE status = 'pending' AND expires_at <= now()
+                   AND (lease_owner IS NULL OR next_attempt_at <= now())",
                 &[],
             )
             .await
             .map_err(|e| StoreError::db("expire webhook deliveries", e))
+    }
+
+    /// Deletes events older than `retention` that have no pending delivery, with their
+    /// deliveries; returns how many events went.
+    pub async fn purge_events(&self, retention: Duration) -> Result<u64, StoreError> {
+        let retention_ms = retention.as_millis() as f64;
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM events e
+                 WHERE e.occurred_at < now() - $1 * interval '1 millisecond'
+                   AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                                   WHERE d.event_id = e.id AND d.status = 'pending')",
+                &[&retention_ms],
+            )
+            .await
+            .map_err(|e| StoreError::db("purge old events", e))
     }
 
     /// When the next pending delivery is due, if any: the dispatcher sleeps until then.

@@ -25,7 +25,7 @@ use super::signature::{hub_signature, standard_signature};
 use super::{PublicResolver, RetrySchedule, WebhookConfig, WebhookError, check_literal};
 use crate::store::{ClaimedDelivery, DeliveryOutcome, OutboxListener, Store};
 
-/// How often orphaned claims are released and expired deliveries retired.
+/// How often orphaned claims are released, expired deliveries retired and old events purged.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
 /// Settled attempts are written in batches of this many, or after [`SETTLE_DELAY`].
 const SETTLE_BATCH: usize = 128;
@@ -65,10 +65,9 @@ impl Dispatcher {
         if !config.allow_private {
             builder = builder.dns_resolver(std::sync::Arc::new(PublicResolver));
         }
-        let client = builder.build().map_err(|e| WebhookError::InvalidUrl {
-            url: String::new(),
-            reason: format!("the delivery client could not be built: {e}"),
-        })?;
+        let client = builder
+            .build()
+            .map_err(|e| WebhookError::Client(e.to_string()))?;
         // Positive, so it reads back unchanged from pg_locks' unsigned objid.
         let owner = rand::random_range(1..i32::MAX);
         let listener = store.listen_outbox(owner).await?;
@@ -310,6 +309,11 @@ impl Run {
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "expired undelivered QR code events"),
             Err(e) => tracing::error!("expired webhook deliveries not retired: {e}"),
+        }
+        match self.store.purge_events(self.config.retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(count = n, "purged events past their retention"),
+            Err(e) => tracing::error!("old events not purged: {e}"),
         }
     }
 

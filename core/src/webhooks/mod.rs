@@ -60,6 +60,8 @@ pub struct WebhookConfig {
     pub lease: Duration,
     /// How long the previous secret keeps signing after a rotation.
     pub rotation_grace: Duration,
+    /// How long events stay in the delivery log once none of their deliveries is pending.
+    pub retention: Duration,
 }
 
 impl Default for WebhookConfig {
@@ -73,6 +75,7 @@ impl Default for WebhookConfig {
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(300),
             rotation_grace: Duration::from_secs(24 * 3600),
+            retention: Duration::from_secs(14 * 24 * 3600),
         }
     }
 }
@@ -119,6 +122,9 @@ pub enum WebhookError {
         "delivery {0} carries a QR code that has expired: it is not sent again; request a new code with GET /devices/{{device_id}}/login"
     )]
     DeliveryExpired(Uuid),
+    /// The HTTP client that delivers webhooks could not be built.
+    #[error("the webhook delivery client could not be built: {0}")]
+    Client(String),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),

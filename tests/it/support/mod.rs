@@ -8,9 +8,9 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::task::JoinHandle;
-use wagate_core::domain::{DeviceId, TenantId};
+use wagate_core::domain::{DeviceId, DeviceState, TenantId};
 use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
-use wagate_core::events::{EventBus, WireEvent};
+use wagate_core::events::{EngineEventKind, EventBus, NewEvent, WireEvent};
 use wagate_core::store::Store;
 use wagate_core::webhooks::{Dispatcher, RetrySchedule, WebhookConfig, Webhooks};
 use wagate_openapi::ApiState;
@@ -399,6 +399,16 @@ impl Api {
         }
         panic!("device {device} did not reach {state} within 30 s; it is {seen}");
     }
+}
+
+/// `n` events of a device's state changes, as the engine would record them.
+#[cfg_attr(not(feature = "sandbox"), allow(dead_code))]
+pub fn state_changes(n: usize) -> Vec<NewEvent> {
+    let kind = EngineEventKind::StateChanged {
+        from: DeviceState::Disconnected,
+        to: DeviceState::Connecting,
+    };
+    (0..n).map(|_| NewEvent::from_kind(&kind, "")).collect()
 }
 
 /// Fetches a URL without credentials: status and body bytes.
