@@ -494,3 +494,38 @@ async fn the_example_receiver_prints_who_logged_in() {
     server.abort();
     assert_eq!(line, format!("device d1 logged in as {jid}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_a_failed_attempt_not_followed() {
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+    let receiver = Receiver::start().await;
+    let elsewhere = Receiver::start().await;
+    receiver.redirect_to(&elsewhere.url);
+    receiver.answer_next(&[307]);
+    let (endpoint, _) = subscribe(&api, &receiver.url, &["logged_in"], None).await;
+
+    api.post(&format!("/webhooks/{endpoint}/test")).await;
+    let received = receiver
+        .wait_until(Duration::from_secs(10), |r| r.len() >= 2)
+        .await;
+    assert!(
+        elsewhere.received().is_empty(),
+        "the redirect was not followed"
+    );
+
+    assert_eq!(
+        received[0].header("webhook-id"),
+        received[1].header("webhook-id")
+    );
+    let mut log = Value::Null;
+    for _ in 0..50 {
+        log = deliveries(&api, &endpoint).await[0].clone();
+        if log["status"] == "delivered" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(log["status"], "delivered", "{log}");
+    assert_eq!(log["attempts"], 2, "the 307 counted as a failed attempt");
+}

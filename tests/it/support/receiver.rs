@@ -46,6 +46,8 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     script: Mutex<VecDeque<u16>>,
     delay: Mutex<Duration>,
+    /// Sent as `Location` with every 3xx answer.
+    location: Mutex<Option<String>>,
     arrived: Notify,
 }
 
@@ -76,9 +78,17 @@ async fn hook(shared: Data<&Arc<Shared>>, headers: &HeaderMap, body: Vec<u8>) ->
         at: Instant::now(),
     });
     shared.arrived.notify_waiters();
-    Response::builder()
-        .status(StatusCode::from_u16(status).expect("a status"))
-        .finish()
+    let mut response = Response::builder().status(StatusCode::from_u16(status).expect("a status"));
+    if let Some(location) = shared
+        .location
+        .lock()
+        .unwrap()
+        .clone()
+        .filter(|_| (300..400).contains(&status))
+    {
+        response = response.header("location", location);
+    }
+    response.finish()
 }
 
 impl Receiver {
@@ -120,6 +130,11 @@ impl Receiver {
     /// Answers the next requests with `statuses`, then 200 again.
     pub fn answer_next(&self, statuses: &[u16]) {
         self.shared.script.lock().unwrap().extend(statuses);
+    }
+
+    /// Points every 3xx answer at `url`.
+    pub fn redirect_to(&self, url: &str) {
+        *self.shared.location.lock().unwrap() = Some(url.to_string());
     }
 
     /// Makes every answer wait `delay`.
