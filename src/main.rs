@@ -12,6 +12,7 @@ use poem::Server;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
 use wagate_core::events::EventBus;
+use wagate_core::plugins::{PluginHost, PluginSpec};
 use wagate_core::store::{Cluster, ClusterOptions, Store};
 use wagate_core::webhooks::{Dispatcher, RetrySchedule, WebhookConfig, Webhooks};
 use wagate_openapi::ApiState;
@@ -24,6 +25,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start; boxing the serve options would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway.
@@ -79,6 +82,12 @@ struct ServeArgs {
     login_timeout: u64,
     #[command(flatten)]
     webhooks: WebhookArgs,
+    /// Plugins to load, comma-separated paths of shared libraries (each with an empty config).
+    #[arg(long, env = "WAGATE_PLUGINS")]
+    plugins: Option<String>,
+    /// A JSON file listing plugins with their configs: `[{"path", "config"?, "queue"?}]`.
+    #[arg(long, env = "WAGATE_PLUGIN_CONFIG")]
+    plugin_config: Option<PathBuf>,
     #[cfg(feature = "sandbox")]
     #[command(flatten)]
     sandbox: SandboxArgs,
@@ -228,6 +237,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(parse_basic_auth)
         .transpose()?;
     let webhook_config = args.webhooks.config()?;
+    let mut specs = args
+        .plugins
+        .as_deref()
+        .map(PluginSpec::from_list)
+        .unwrap_or_default();
+    if let Some(file) = &args.plugin_config {
+        specs.extend(PluginSpec::from_file(file)?);
+    }
+    // Loading runs the plugins' initialisers: off the async workers, and before anything serves.
+    let mut plugins = tokio::task::spawn_blocking(move || PluginHost::load(&specs))
+        .await
+        .context("loading plugins")??;
     let acceptor = TcpListener::bind(args.listen)
         .into_acceptor()
         .await
@@ -266,9 +287,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("starting the webhook dispatcher")?;
     let webhooks = Webhooks::new(store.clone(), webhook_config);
+    let bus = EventBus::new();
+    plugins.start(&bus);
     let manager = Arc::new(DeviceManager::new(
         store,
-        EventBus::new(),
+        bus,
         EngineConfig {
             endpoint,
             login_timeout: Duration::from_secs(args.login_timeout),
@@ -290,6 +313,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = ApiState {
         manager: Arc::clone(&manager),
         webhooks,
+        plugins: plugins.counters(),
         public_url: args.public_url.clone(),
     };
     #[cfg(feature = "sandbox")]
@@ -308,6 +332,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     manager.shutdown().await;
     // After the engine: its last events are in the outbox, and get their chance to go out.
     dispatcher.shutdown().await;
+    plugins.shutdown(Duration::from_secs(5)).await;
     if let Some(cluster) = cluster {
         cluster.stop().await?;
     }

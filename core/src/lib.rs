@@ -1,8 +1,9 @@
 //! wagate's core: the domain, the login engine that drives one whatsapp-rust client per live
-//! device, the PostgreSQL store and webhook delivery. It serves no HTTP.
+//! device, the PostgreSQL store, webhook delivery and the plugin host. It serves no HTTP.
 
 pub mod domain;
 pub mod engine;
 pub mod events;
+pub mod plugins;
 pub mod store;
 pub mod webhooks;

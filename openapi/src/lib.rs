@@ -7,6 +7,7 @@ mod envelope;
 mod error;
 mod events;
 mod login;
+mod plugins;
 #[cfg(feature = "sandbox")]
 mod sandbox;
 mod statics;
@@ -18,6 +19,7 @@ use poem::middleware::Tracing;
 use poem::{Endpoint, EndpointExt, Request, Route};
 use poem_openapi::{OpenApiService, Tags};
 use wagate_core::engine::DeviceManager;
+use wagate_core::plugins::PluginCounters;
 use wagate_core::webhooks::Webhooks;
 
 pub use auth::TenantAuth;
@@ -30,6 +32,8 @@ pub struct ApiState {
     pub manager: Arc<DeviceManager>,
     /// Webhook endpoints and their delivery log.
     pub webhooks: Webhooks,
+    /// The loaded plugins' counters.
+    pub plugins: PluginCounters,
     /// Base of the links the API hands out (e.g. `https://wa.example.com`); from the request's
     /// `Host` when unset.
     pub public_url: Option<String>,
@@ -64,6 +68,8 @@ pub enum ApiTags {
     Login,
     /// Signed, retried event deliveries to the tenant's endpoints.
     Webhooks,
+    /// Shared libraries the gateway hands every event to.
+    Plugins,
     /// Liveness.
     Health,
 }
@@ -72,6 +78,7 @@ type Apis = (
     devices::DevicesApi,
     login::LoginApi,
     webhooks::WebhooksApi,
+    plugins::PluginsApi,
     statics::StaticsApi,
 );
 
@@ -82,6 +89,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             devices::DevicesApi,
             login::LoginApi,
             webhooks::WebhooksApi,
+            plugins::PluginsApi,
             statics::StaticsApi,
         ),
         "wagate",
@@ -113,6 +121,7 @@ pub fn sandbox_app(state: ApiState, sandbox_control: String) -> impl Endpoint {
             devices::DevicesApi,
             login::LoginApi,
             webhooks::WebhooksApi,
+            plugins::PluginsApi,
             statics::StaticsApi,
             sandbox::SandboxApi {
                 control: sandbox_control,

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -12,39 +13,62 @@ use wagate_core::store::{DeviceChange, Store};
 use wagate_sandbox::{Sandbox, SandboxConfig};
 
 use crate::support::receiver::{Received, Receiver};
-use crate::support::{Api, decode_qr, fetch, pg, state_changes};
+use crate::support::{Api, decode_qr, fetch, pg, plugin_library, state_changes};
 
 /// `wagate serve --sandbox` on a free port; killed when dropped.
 struct Wagate {
     child: Child,
     base: String,
+    /// Every line it printed after the one saying where it listens.
+    output: Arc<Mutex<Vec<String>>>,
 }
 
 impl Wagate {
-    /// `wagate serve --sandbox` on a fresh database.
-    async fn start() -> Self {
-        let database_url = pg::fresh_database_url().await;
-        Self::start_on(&database_url, &["--sandbox", "--sandbox-time-scale", "10"])
-    }
-
     /// `wagate serve` on `database_url` with `args`.
     fn start_on(database_url: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wagate"))
-            .arg("serve")
-            .args(args)
-            .args(["--listen", "127.0.0.1:0", "--basic-auth", "admin:secret"])
-            .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn")
+        let mut child = serve(database_url, args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("wagate starts");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let base = stdout
-            .lines()
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let base = lines
+            .by_ref()
             .map_while(Result::ok)
             .find_map(|line| line.strip_prefix("listening on ").map(str::to_string))
             .expect("wagate prints where it listens");
-        Self { child, base }
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let collected = Arc::clone(&output);
+        // Read to the end, so plugins printing to stdout never meet a closed pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            base,
+            output,
+        }
+    }
+
+    /// Waits up to 10 s for a printed line that contains `needle`.
+    async fn wait_for_line(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            if let Some(line) = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "wagate printed no line with `{needle}`; it printed: {:?}",
+            self.output.lock().unwrap()
+        );
     }
 
     /// `kill -9`: no shutdown, no cleanup.
@@ -52,6 +76,30 @@ impl Wagate {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `wagate serve` on `database_url` with `args`, on a free port, as the tests run it.
+fn serve(database_url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
+    command
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--basic-auth", "admin:secret"])
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs `wagate serve` expecting it to refuse to start; returns what it printed on stderr.
+fn refused_start(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = serve(database_url, args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("wagate runs");
+    assert!(!output.status.success(), "wagate started anyway");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 impl Drop for Wagate {
@@ -63,7 +111,19 @@ impl Drop for Wagate {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_walkthrough_links_devices_over_http() {
-    let wagate = Wagate::start().await;
+    let qr_terminal = plugin_library("wagate-qr-terminal").await;
+    let database_url = pg::fresh_database_url().await;
+    let plugins = qr_terminal.to_string_lossy();
+    let wagate = Wagate::start_on(
+        &database_url,
+        &[
+            "--sandbox",
+            "--sandbox-time-scale",
+            "10",
+            "--plugins",
+            &plugins,
+        ],
+    );
     let api = Api::new(&wagate.base, "admin", "secret");
 
     api.create_device("by-qr").await;
@@ -74,6 +134,13 @@ async fn the_sandbox_walkthrough_links_devices_over_http() {
         .await;
     assert_eq!(scanned.status, StatusCode::OK, "{}", scanned.body);
     api.wait_logged_in("by-qr").await;
+    // The qr-terminal plugin drew the code and reported the login on wagate's stdout.
+    wagate
+        .wait_for_line("device by-qr: scan this QR code")
+        .await;
+    wagate
+        .wait_for_line("device by-qr logged in as 628912344551:")
+        .await;
 
     api.create_device("by-code").await;
     let code = api
@@ -208,4 +275,28 @@ async fn a_gateway_killed_with_a_thousand_events_pending_loses_none_of_them() {
         );
     }
     assert_eq!(distinct(&received), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_cannot_start_stops_the_gateway_with_a_clear_error() {
+    let database_url = pg::fresh_database_url().await;
+    let library = plugin_library("wagate-test-plugin").await;
+    let path = library.to_string_lossy().to_string();
+
+    let missing = refused_start(&database_url, &["--plugins", "/nowhere/libgone.so"], &[]);
+    assert!(
+        missing.contains("/nowhere/libgone.so") && missing.contains("not found"),
+        "{missing}"
+    );
+
+    let other_abi = refused_start(
+        &database_url,
+        &["--plugins", &path],
+        &[("WAGATE_TEST_PLUGIN_OTHER_ABI", "1")],
+    );
+    assert!(other_abi.contains(&path), "{other_abi}");
+    assert!(
+        other_abi.contains("version 99") && other_abi.contains("version 1"),
+        "both versions are named: {other_abi}"
+    );
 }

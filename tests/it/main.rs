@@ -8,6 +8,7 @@ mod devices;
 mod durable;
 mod login_code;
 mod login_qr;
+mod plugins;
 mod spec;
 mod support;
 mod webhooks;

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use wagate_core::domain::{DeviceId, DeviceState, TenantId};
 use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
 use wagate_core::events::{EngineEventKind, EventBus, NewEvent, WireEvent};
+use wagate_core::plugins::{PluginHost, PluginSpec};
 use wagate_core::store::Store;
 use wagate_core::webhooks::{Dispatcher, RetrySchedule, WebhookConfig, Webhooks};
 use wagate_openapi::ApiState;
@@ -24,7 +25,7 @@ pub mod pg;
 pub mod receiver;
 
 /// How a test gateway runs.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Options {
     /// Seconds a login waits for WhatsApp.
     pub login_timeout: Duration,
@@ -36,6 +37,8 @@ pub struct Options {
     pub webhook_allow_private: bool,
     /// Delays between webhook attempts, e.g. `100ms,200ms`.
     pub webhook_retry_schedule: &'static str,
+    /// Plugins to load.
+    pub plugins: Vec<PluginSpec>,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             qr_refs: 6,
             webhook_allow_private: true,
             webhook_retry_schedule: "100ms,200ms,400ms,800ms",
+            plugins: Vec::new(),
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct Gateway {
     pub restore_events: Option<tokio::sync::broadcast::Receiver<WireEvent>>,
     /// Its webhook dispatcher; dropping it stops deliveries as a crash would.
     pub dispatcher: Option<Dispatcher>,
+    /// Its plugins, held so their threads and feeder live as long as the gateway.
+    _plugins: PluginHost,
     database_url: String,
     options: Options,
     server: ServerTask,
@@ -142,9 +148,12 @@ impl Gateway {
         let dispatcher = Dispatcher::start(store.clone(), webhook_config.clone())
             .await
             .expect("the dispatcher starts");
+        let mut plugins = PluginHost::load(&options.plugins).expect("the plugins load");
+        let bus = EventBus::new();
+        plugins.start(&bus);
         let manager = Arc::new(DeviceManager::new(
             store.clone(),
-            EventBus::new(),
+            bus,
             EngineConfig {
                 endpoint: WhatsAppEndpoint::Sandbox {
                     url: sandbox.ws_url(),
@@ -159,6 +168,7 @@ impl Gateway {
         let app = wagate_openapi::app(ApiState {
             manager: Arc::clone(&manager),
             webhooks: Webhooks::new(store.clone(), webhook_config),
+            plugins: plugins.counters(),
             public_url: None,
         });
         let server = ServerTask(tokio::spawn(async move {
@@ -171,6 +181,7 @@ impl Gateway {
             manager,
             restore_events: None,
             dispatcher: Some(dispatcher),
+            _plugins: plugins,
             database_url,
             options,
             server,
@@ -409,6 +420,39 @@ pub fn state_changes(n: usize) -> Vec<NewEvent> {
         to: DeviceState::Connecting,
     };
     (0..n).map(|_| NewEvent::from_kind(&kind, "")).collect()
+}
+
+/// Builds the workspace's plugin `package` (a cdylib) in its own target directory, so it can
+/// run while `cargo test` holds the main one, and returns the library's path.
+#[cfg_attr(not(feature = "sandbox"), allow(dead_code))]
+pub async fn plugin_library(package: &'static str) -> std::path::PathBuf {
+    // One build at a time: the tests that need plugins share them.
+    static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = BUILDING.lock().await;
+    tokio::task::spawn_blocking(move || {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = root.join("target").join("plugin-builds");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--locked",
+                "--quiet",
+                "-p",
+                package,
+                "--target-dir",
+            ])
+            .arg(&target)
+            .current_dir(root)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building plugin {package} failed");
+        target
+            .join("debug")
+            .join(format!("lib{}.so", package.replace('-', "_")))
+    })
+    .await
+    .expect("the build finishes")
 }
 
 /// Fetches a URL without credentials: status and body bytes.
