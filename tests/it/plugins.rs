@@ -1,5 +1,5 @@
-//! Plugins loaded by the gateway: events in order, panics and slowness contained, and start-up
-//! refusals that name the file.
+//! Plugins loaded by the gateway: events in order, panics and slowness contained, start-up
+//! refusals that name the file, and the NATS plugin against a real nats-server.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -8,6 +8,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wagate_core::plugins::{PluginError, PluginHost, PluginSpec};
 
+use futures_util::StreamExt;
+
+use crate::support::nats::NatsServer;
 use crate::support::{Api, Gateway, Options, decode_qr, fetch, plugin_library};
 
 /// A gateway with the test plugin configured with `config`, and a queue of `queue`.
@@ -190,4 +193,123 @@ async fn plugins_that_cannot_start_are_refused_naming_the_file() {
     assert!(matches!(refusing, PluginError::Init { .. }), "{refusing}");
     assert!(refusing.to_string().contains("no broker configured"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A gateway with the NATS plugin pointed at `nats`.
+async fn gateway_with_nats(nats: &NatsServer) -> Gateway {
+    let path = plugin_library("wagate-nats").await;
+    Gateway::start_with(Options {
+        plugins: vec![PluginSpec {
+            path,
+            config: json!({ "url": nats.url, "publish_timeout_ms": 1000 }),
+            queue: 1024,
+        }],
+        ..Options::default()
+    })
+    .await
+}
+
+/// Waits until the stream holds a message on `subject`; returns its payload.
+async fn stored_on(js: &async_nats::jetstream::Context, subject: &str) -> Value {
+    for _ in 0..300 {
+        if let Ok(stream) = js.get_stream("WAGATE").await
+            && let Ok(message) = stream.get_last_raw_message_by_subject(subject).await
+        {
+            return serde_json::from_slice(&message.payload).expect("JSON");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nothing arrived on {subject} within 30 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_of_a_login_reach_nats_on_their_subjects_once_each() {
+    let nats = NatsServer::start().await;
+    let client = async_nats::connect(nats.url.as_str())
+        .await
+        .expect("connect");
+    let mut published = client.subscribe("wagate.>").await.expect("subscribe");
+    let gateway = gateway_with_nats(&nats).await;
+    let (tenant, api) = gateway.tenant_with_id("acme").await;
+    api.create_device("d1").await;
+
+    let login = api.get("/devices/d1/login").await;
+    let (_, png) = fetch(login.body["results"]["qr_link"].as_str().unwrap()).await;
+    gateway
+        .sandbox
+        .scan_qr(&decode_qr(&png))
+        .await
+        .expect("linked");
+    let mut messages = Vec::new();
+    let arrived = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(message) = published.next().await {
+            let done = message.subject.ends_with(".logged_in");
+            messages.push(message);
+            if done {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        arrived.is_ok(),
+        "logged_in reached NATS; got {} messages",
+        messages.len()
+    );
+
+    let mut ids = std::collections::HashSet::new();
+    for message in &messages {
+        let event: Value = serde_json::from_slice(&message.payload).unwrap();
+        let expected = format!("wagate.{}.d1.{}", tenant.0, event["type"].as_str().unwrap());
+        assert_eq!(message.subject.as_str(), expected);
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.to_string());
+        assert_eq!(
+            id.as_deref(),
+            event["id"].as_str(),
+            "the event id is the message id"
+        );
+        assert!(ids.insert(id), "each event once");
+    }
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream("WAGATE")
+        .await
+        .expect("the plugin made the stream");
+    let stored = stream.info().await.expect("info").state.messages;
+    assert_eq!(
+        stored,
+        messages.len() as u64,
+        "the stream holds each event once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_while_nats_restarts_arrive_once_it_is_back() {
+    let mut nats = NatsServer::start().await;
+    let gateway = gateway_with_nats(&nats).await;
+    let (tenant, api) = gateway.tenant_with_id("acme").await;
+    let client = async_nats::connect(nats.url.as_str())
+        .await
+        .expect("connect");
+    let js = async_nats::jetstream::new(client);
+    api.create_device("d1").await;
+    api.get("/devices/d1/login").await;
+    stored_on(&js, &format!("wagate.{}.d1.qr_refreshed", tenant.0)).await;
+
+    nats.stop();
+    api.create_device("d2").await;
+    let login = api.get("/devices/d2/login").await;
+    assert_eq!(
+        login.status,
+        StatusCode::OK,
+        "the gateway does not wait for NATS"
+    );
+    nats.resume().await;
+
+    let event = stored_on(&js, &format!("wagate.{}.d2.qr_refreshed", tenant.0)).await;
+    assert_eq!(event["device_id"], "d2");
 }

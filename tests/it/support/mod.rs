@@ -22,6 +22,7 @@ use wagate_sandbox::{Sandbox, SandboxConfig};
 #[path = "../../../core/tests/support/mod.rs"]
 pub mod pg;
 
+pub mod nats;
 pub mod receiver;
 
 /// How a test gateway runs.
