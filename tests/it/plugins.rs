@@ -11,7 +11,7 @@ use wagate_core::plugins::{PluginError, PluginHost, PluginSpec};
 use futures_util::StreamExt;
 
 use crate::support::nats::NatsServer;
-use crate::support::{Api, Gateway, Options, decode_qr, fetch, plugin_library};
+use crate::support::{Api, Gateway, Options, plugin_library};
 
 /// A gateway with the test plugin configured with `config`, and a queue of `queue`.
 async fn gateway_with(config: Value, queue: usize) -> Gateway {
@@ -54,13 +54,7 @@ async fn the_events_of_a_login_reach_a_plugin_in_order() {
     let api = gateway.tenant("acme").await;
     api.create_device("d1").await;
 
-    let login = api.get("/devices/d1/login").await;
-    let (_, png) = fetch(login.body["results"]["qr_link"].as_str().unwrap()).await;
-    gateway
-        .sandbox
-        .scan_qr(&decode_qr(&png))
-        .await
-        .expect("linked");
+    gateway.scan_login(&api, "d1").await;
     api.wait_logged_in("d1").await;
     let mut events = Vec::new();
     for _ in 0..100 {
@@ -233,13 +227,7 @@ async fn the_events_of_a_login_reach_nats_on_their_subjects_once_each() {
     let (tenant, api) = gateway.tenant_with_id("acme").await;
     api.create_device("d1").await;
 
-    let login = api.get("/devices/d1/login").await;
-    let (_, png) = fetch(login.body["results"]["qr_link"].as_str().unwrap()).await;
-    gateway
-        .sandbox
-        .scan_qr(&decode_qr(&png))
-        .await
-        .expect("linked");
+    gateway.scan_login(&api, "d1").await;
     let mut messages = Vec::new();
     let arrived = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(message) = published.next().await {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::support::receiver::{Received, Receiver};
-use crate::support::{Api, Gateway, Options, decode_qr, fetch};
+use crate::support::{Api, Gateway, Options};
 
 /// Registers an endpoint for `events` at `url`; returns its id and secret.
 async fn subscribe(
@@ -39,18 +39,6 @@ async fn deliveries(api: &Api, endpoint: &str) -> Vec<Value> {
         .as_array()
         .expect("deliveries")
         .clone()
-}
-
-/// Shows a QR code for `device` and lets the sandbox phone scan it; returns the account's JID
-/// and when the scan was made.
-async fn scan(gateway: &Gateway, api: &Api, device: &str) -> (String, Instant) {
-    let login = api.get(&format!("/devices/{device}/login")).await;
-    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
-    let (_, png) = fetch(login.body["results"]["qr_link"].as_str().unwrap()).await;
-    let qr = decode_qr(&png);
-    let scanned_at = Instant::now();
-    let linked = gateway.sandbox.scan_qr(&qr).await.expect("linked");
-    (linked.jid, scanned_at)
 }
 
 /// Verifies `X-Hub-Signature-256` with an HMAC computed here, not by wagate's code.
@@ -92,7 +80,7 @@ async fn logged_in_reaches_the_receiver_within_a_second_of_the_scan_signed_both_
     let (_, secret) = subscribe(&api, &receiver.url, &["logged_in"], None).await;
     api.create_device("d1").await;
 
-    let (jid, scanned_at) = scan(&gateway, &api, "d1").await;
+    let (jid, scanned_at) = gateway.scan_login(&api, "d1").await;
     let logged_in = receiver
         .wait_for("logged_in", Duration::from_secs(10))
         .await;
@@ -480,7 +468,7 @@ async fn the_example_receiver_prints_who_logged_in() {
     let server = tokio::spawn(poem::Server::new(poem::listener::TcpListener::bind(addr)).run(app));
     api.create_device("d1").await;
 
-    let (jid, _) = scan(&gateway, &api, "d1").await;
+    let (jid, _) = gateway.scan_login(&api, "d1").await;
     let line = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let event = handled.recv().await.expect("the receiver runs");

@@ -257,6 +257,18 @@ impl Gateway {
         total
     }
 
+    /// Shows a QR code for `device` and lets the sandbox phone scan it; returns the account's
+    /// JID and when the scan was made.
+    pub async fn scan_login(&self, api: &Api, device: &str) -> (String, tokio::time::Instant) {
+        let login = api.get(&format!("/devices/{device}/login")).await;
+        assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+        let (_, png) = fetch(login.body["results"]["qr_link"].as_str().expect("qr_link")).await;
+        let qr = decode_qr(&png);
+        let scanned_at = tokio::time::Instant::now();
+        let linked = self.sandbox.scan_qr(&qr).await.expect("linked");
+        (linked.jid, scanned_at)
+    }
+
     /// A new tenant and an API client holding its credential.
     pub async fn tenant(&self, name: &str) -> Api {
         self.tenant_with_id(name).await.1
