@@ -652,6 +652,19 @@ mod outbox {
         }
     }
 
+    /// An endpoint of `tenant` for `events` (and, given, only `devices`).
+    async fn hook(
+        store: &Store,
+        tenant: wagate_core::domain::TenantId,
+        events: &[&str],
+        devices: Option<&[&str]>,
+    ) -> wagate_core::store::Endpoint {
+        store
+            .create_endpoint(tenant, &endpoint(events, devices), "whsec_x")
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn events_are_numbered_per_device_and_queued_for_the_endpoints_that_want_them() {
         let store = store().await;
@@ -661,26 +674,10 @@ mod outbox {
         for id in [&d1, &d2] {
             store.create_device(tenant.id, id, None).await.unwrap();
         }
-        let all = store
-            .create_endpoint(tenant.id, &endpoint(&["state_changed"], None), "whsec_x")
-            .await
-            .unwrap();
-        let only_d2 = store
-            .create_endpoint(
-                tenant.id,
-                &endpoint(&["state_changed"], Some(&["d2"])),
-                "whsec_x",
-            )
-            .await
-            .unwrap();
-        let wrong_type = store
-            .create_endpoint(tenant.id, &endpoint(&["logged_in"], None), "whsec_x")
-            .await
-            .unwrap();
-        let foreign = store
-            .create_endpoint(other.id, &endpoint(&["state_changed"], None), "whsec_x")
-            .await
-            .unwrap();
+        let all = hook(&store, tenant.id, &["state_changed"], None).await;
+        let only_d2 = hook(&store, tenant.id, &["state_changed"], Some(&["d2"])).await;
+        let wrong_type = hook(&store, tenant.id, &["logged_in"], None).await;
+        let foreign = hook(&store, other.id, &["state_changed"], None).await;
 
         let first = store
             .record_events(
@@ -742,10 +739,7 @@ mod outbox {
     async fn events_of_a_device_that_does_not_exist_are_not_recorded() {
         let store = store().await;
         let tenant = tenant(&store).await;
-        let hook = store
-            .create_endpoint(tenant.id, &endpoint(&["state_changed"], None), "whsec_x")
-            .await
-            .unwrap();
+        let endpoint = hook(&store, tenant.id, &["state_changed"], None).await;
         let err = store
             .record_events(
                 tenant.id,
@@ -757,7 +751,7 @@ mod outbox {
             .unwrap_err();
         assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
         let page = store
-            .list_deliveries(tenant.id, hook.id, None, 10, None)
+            .list_deliveries(tenant.id, endpoint.id, None, 10, None)
             .await
             .unwrap();
         assert!(page.deliveries.is_empty());
@@ -769,10 +763,7 @@ mod outbox {
         let tenant = tenant(&store).await;
         let d1 = device_id("d1");
         store.create_device(tenant.id, &d1, None).await.unwrap();
-        let hook = store
-            .create_endpoint(tenant.id, &endpoint(&["state_changed"], None), "whsec_x")
-            .await
-            .unwrap();
+        let endpoint = hook(&store, tenant.id, &["state_changed"], None).await;
         store
             .record_events(
                 tenant.id,
@@ -782,7 +773,7 @@ mod outbox {
             )
             .await
             .unwrap();
-        (store, tenant.id, hook.id)
+        (store, tenant.id, endpoint.id)
     }
 
     const LEASE: Duration = Duration::from_secs(300);
@@ -889,10 +880,7 @@ mod outbox {
         let tenant = tenant(&store).await;
         let d1 = device_id("d1");
         store.create_device(tenant.id, &d1, None).await.unwrap();
-        let hook = store
-            .create_endpoint(tenant.id, &endpoint(&["qr_refreshed"], None), "whsec_x")
-            .await
-            .unwrap();
+        let endpoint = hook(&store, tenant.id, &["qr_refreshed"], None).await;
         let expired = NewEvent::from_kind(
             &EngineEventKind::QrRefreshed {
                 qr_code: "2@x".into(),
@@ -910,7 +898,7 @@ mod outbox {
         assert!(claim(&store, 51).await.is_empty());
         assert_eq!(store.expire_deliveries().await.unwrap(), 1);
         let log = store
-            .list_deliveries(tenant.id, hook.id, None, 10, None)
+            .list_deliveries(tenant.id, endpoint.id, None, 10, None)
             .await
             .unwrap();
         assert_eq!(log.deliveries[0].status, DeliveryStatus::Expired);
