@@ -6,10 +6,9 @@ use std::time::Duration;
 use hmac::{KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use crate::support::receiver::{Received, Receiver};
-use crate::support::{Api, Gateway, Options};
+use crate::support::{Api, Gateway, Options, fetch};
 
 /// Registers an endpoint for `events` at `url`; returns its id and secret.
 async fn subscribe(
