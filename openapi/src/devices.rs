@@ -6,12 +6,16 @@ use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{Enum, Object, OpenApi};
 use wagate_core::domain::{Device, DeviceId, DeviceState, TenantId};
 use wagate_core::engine::LoginError;
 
 use crate::auth::TenantAuth;
 use crate::envelope::envelope;
+use crate::spec::OperationErrors;
+use crate::text::Text;
+use crate::timestamp::Timestamp;
 use crate::{ApiError, ApiState, ApiTags};
 
 /// A device slot's login state.
@@ -41,6 +45,7 @@ impl From<DeviceState> for DeviceStateName {
 
 /// A device slot.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct DeviceInfo {
     /// The tenant's id for the slot.
     pub id: String,
@@ -51,7 +56,7 @@ pub struct DeviceInfo {
     /// The linked account's JID, once logged in.
     pub jid: Option<String>,
     /// When the slot was created.
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
 }
 
 impl From<Device> for DeviceInfo {
@@ -61,23 +66,69 @@ impl From<Device> for DeviceInfo {
             display_name: d.display_name,
             state: d.state.into(),
             jid: d.jid,
-            created_at: d.created_at,
+            created_at: d.created_at.into(),
         }
     }
 }
 
 /// A new device slot.
 #[derive(Debug, Clone, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 pub struct CreateDeviceRequest {
     /// 1–64 of letters, digits, `-`, `_`, `.`, `@`; a UUID is chosen when absent.
-    pub device_id: Option<String>,
+    #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
+    pub device_id: Option<Text>,
     /// A label for people.
-    pub display_name: Option<String>,
+    pub display_name: Option<Text>,
+}
+
+impl Example for CreateDeviceRequest {
+    fn example() -> Self {
+        Self {
+            device_id: Some("my-device-id".into()),
+            display_name: Some("Support desk".into()),
+        }
+    }
+}
+
+impl Example for DeviceInfo {
+    fn example() -> Self {
+        Self {
+            id: "my-device-id".into(),
+            display_name: Some("Support desk".into()),
+            state: DeviceStateName::LoggedIn,
+            jid: Some("628912344551:3@s.whatsapp.net".into()),
+            created_at: example_time().into(),
+        }
+    }
+}
+
+impl Example for DeviceStatusInfo {
+    fn example() -> Self {
+        Self {
+            device_id: "my-device-id".into(),
+            is_connected: true,
+            is_logged_in: true,
+        }
+    }
+}
+
+impl Example for DeviceRef {
+    fn example() -> Self {
+        Self {
+            device_id: "my-device-id".into(),
+        }
+    }
+}
+
+/// The moment the examples of the spec happen at.
+pub(crate) fn example_time() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_795_847_400_123).unwrap_or_default()
 }
 
 /// Whether a device is connected and logged in.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct DeviceStatusInfo {
     /// The device's id.
     pub device_id: String,
@@ -89,6 +140,7 @@ pub struct DeviceStatusInfo {
 
 /// The id of the device an action was taken on.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct DeviceRef {
     /// The device's id.
     pub device_id: String,
@@ -97,23 +149,94 @@ pub struct DeviceRef {
 envelope!(
     /// One device slot.
     DeviceResponse,
-    DeviceInfo
+    DeviceInfo,
+    "Device info"
 );
 envelope!(
     /// The tenant's device slots.
     DeviceListResponse,
-    Vec<DeviceInfo>
+    [DeviceInfo],
+    "List devices"
 );
 envelope!(
     /// A device's connection and login status.
     DeviceStatusResponse,
-    DeviceStatusInfo
+    DeviceStatusInfo,
+    "Device status"
 );
 envelope!(
     /// An action on a device was taken.
     DeviceActionResponse,
-    DeviceRef
+    DeviceRef,
+    "Logout requested"
 );
+
+/// A malformed device id in the path.
+pub(crate) const BAD_DEVICE_ID: (u16, &str) = (
+    400,
+    "`VALIDATION_ERROR`: the device id is not 1–64 of letters, digits, `-`, `_`, `.`, `@`.",
+);
+/// No such device.
+pub(crate) const NO_DEVICE: (u16, &str) = (
+    404,
+    "`DEVICE_NOT_FOUND`: no device with this id in your tenant; create it with `POST /devices`.",
+);
+/// A pending login lost a race with a logout, reconnect or deletion.
+pub(crate) const CANCELLED: (u16, &str) = (
+    409,
+    "`LOGIN_CANCELLED`: the device was logged out, reconnected or deleted meanwhile.",
+);
+
+/// The error answers of the device operations (the spec's; see `crate::spec`).
+pub(crate) const ERRORS: &[OperationErrors] = &[
+    OperationErrors {
+        operation: "listDevices",
+        answers: &[],
+    },
+    OperationErrors {
+        operation: "createDevice",
+        answers: &[&[
+            (
+                400,
+                "`VALIDATION_ERROR`: the body is not a device (a `device_id` that is not 1–64 of \
+                 letters, digits, `-`, `_`, `.`, `@`, a field that is not a string, an unknown \
+                 field).",
+            ),
+            (
+                409,
+                "`DEVICE_ALREADY_EXISTS`: your tenant has a device with this id.",
+            ),
+        ]],
+    },
+    OperationErrors {
+        operation: "getDevice",
+        answers: &[&[BAD_DEVICE_ID, NO_DEVICE]],
+    },
+    OperationErrors {
+        operation: "deleteDevice",
+        answers: &[&[BAD_DEVICE_ID, NO_DEVICE]],
+    },
+    OperationErrors {
+        operation: "logoutDevice",
+        answers: &[&[BAD_DEVICE_ID, NO_DEVICE, CANCELLED]],
+    },
+    OperationErrors {
+        operation: "reconnectDevice",
+        answers: &[&[
+            BAD_DEVICE_ID,
+            NO_DEVICE,
+            CANCELLED,
+            (
+                502,
+                "`WHATSAPP_REFUSED`: WhatsApp refused the device's connection.",
+            ),
+        ]],
+    },
+    OperationErrors {
+        operation: "getDeviceStatus",
+        answers: &[&[BAD_DEVICE_ID, NO_DEVICE]],
+    },
+];
 
 /// Parses a device id from a path or body, or answers 400 saying what is allowed.
 pub(crate) fn device_id(raw: &str) -> Result<DeviceId, ApiError> {
@@ -151,14 +274,15 @@ impl DevicesApi {
         state: Data<&Arc<ApiState>>,
         body: Json<CreateDeviceRequest>,
     ) -> Result<Json<DeviceResponse>, ApiError> {
-        let id = match body.0.device_id.as_deref() {
-            Some(raw) => device_id(raw)?,
+        let id = match &body.0.device_id {
+            Some(raw) => device_id(raw.as_ref())?,
             None => DeviceId::generate(),
         };
+        let display_name = body.0.display_name.map(Text::into_string);
         let device = state
             .manager
             .store()
-            .create_device(auth.0.id, &id, body.0.display_name.as_deref())
+            .create_device(auth.0.id, &id, display_name.as_deref())
             .await?;
         Ok(DeviceResponse::success("Device added", device.into()))
     }
@@ -174,6 +298,7 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<DeviceResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
@@ -194,6 +319,7 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
@@ -214,6 +340,7 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
@@ -234,6 +361,7 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
@@ -252,6 +380,7 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<DeviceStatusResponse>, ApiError> {
         let id = self::device_id(&device_id)?;

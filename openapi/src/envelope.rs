@@ -3,12 +3,24 @@
 
 use poem_openapi::Object;
 
+use crate::error::ErrorCode;
+
 /// Declares a named envelope around one results type, so generated SDKs get a named class per
-/// answer instead of an anonymous generic.
+/// answer instead of an anonymous generic. `[T]` declares a list of `T`; the message is the
+/// example's (answers pass their own to `success`).
 macro_rules! envelope {
-    ($(#[$doc:meta])* $name:ident, $results:ty) => {
+    ($(#[$doc:meta])* $name:ident, [$item:ty], $message:literal) => {
+        $crate::envelope::envelope!(@declare $(#[$doc])* $name, Vec<$item>, $message,
+            vec![<$item as poem_openapi::types::Example>::example()]);
+    };
+    ($(#[$doc:meta])* $name:ident, $results:ty, $message:literal) => {
+        $crate::envelope::envelope!(@declare $(#[$doc])* $name, $results, $message,
+            <$results as poem_openapi::types::Example>::example());
+    };
+    (@declare $(#[$doc:meta])* $name:ident, $results:ty, $message:literal, $example:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, poem_openapi::Object)]
+        #[oai(example)]
         pub struct $name {
             /// `SUCCESS`.
             pub code: String,
@@ -28,6 +40,16 @@ macro_rules! envelope {
                 })
             }
         }
+
+        impl poem_openapi::types::Example for $name {
+            fn example() -> Self {
+                Self {
+                    code: "SUCCESS".to_string(),
+                    message: $message.to_string(),
+                    results: $example,
+                }
+            }
+        }
     };
 }
 pub(crate) use envelope;
@@ -35,8 +57,8 @@ pub(crate) use envelope;
 /// The envelope of an error: `code` says what went wrong, `message` what to do about it.
 #[derive(Debug, Clone, Object)]
 pub struct ErrorEnvelope {
-    /// A stable, machine-readable code such as `DEVICE_NOT_FOUND`.
-    pub code: String,
+    /// What went wrong, for programs.
+    pub code: ErrorCode,
     /// What failed and what to do.
     pub message: String,
 }

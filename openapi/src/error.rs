@@ -1,12 +1,13 @@
 //! Every error answer, in the envelope, with the status and headers clients rely on.
 
 use poem::http::StatusCode;
-use poem_openapi::ApiResponse;
 use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum};
 use wagate_core::engine::LoginError;
 use wagate_core::store::StoreError;
 
 use crate::envelope::ErrorEnvelope;
+use crate::routes::Routes;
 
 /// An error answer.
 #[derive(Debug, ApiResponse)]
@@ -23,9 +24,15 @@ pub enum ApiError {
     /// The device, webhook, delivery or image does not exist for this tenant.
     #[oai(status = 404)]
     NotFound(Json<ErrorEnvelope>),
+    /// The method is not served on this path.
+    #[oai(status = 405)]
+    MethodNotAllowed(Json<ErrorEnvelope>, #[oai(header = "Allow")] String),
     /// The device already exists, or the request conflicts with what is stored.
     #[oai(status = 409)]
     Conflict(Json<ErrorEnvelope>),
+    /// The body is not JSON.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorEnvelope>),
     /// WhatsApp asked to slow down.
     #[oai(status = 429)]
     TooManyRequests(Json<ErrorEnvelope>, #[oai(header = "Retry-After")] u64),
@@ -40,9 +47,48 @@ pub enum ApiError {
     GatewayTimeout(Json<ErrorEnvelope>),
 }
 
-fn body(code: &str, message: impl Into<String>) -> Json<ErrorEnvelope> {
+/// Every error `code` the gateway answers with. The spec lists them as an enum and README's
+/// error list names each one; a test keeps the three in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// A parameter or the body is malformed (400).
+    ValidationError,
+    /// The device is linked already: log it out before a new login (400).
+    AlreadyLoggedIn,
+    /// No or wrong credentials (401).
+    AuthenticationError,
+    /// No device with this id in the caller's tenant (404).
+    DeviceNotFound,
+    /// No webhook endpoint with this id in the caller's tenant (404).
+    WebhookNotFound,
+    /// No delivery with this id for this endpoint (404).
+    DeliveryNotFound,
+    /// No such route, QR image or sandbox phone (404).
+    NotFound,
+    /// The method is not served on this path; `Allow` lists those that are (405).
+    MethodNotAllowed,
+    /// A device with this id exists already (409).
+    DeviceAlreadyExists,
+    /// A QR code event whose code expired is not sent again (409).
+    DeliveryExpired,
+    /// The device was deleted or logged out while its login was pending (409).
+    LoginCancelled,
+    /// The body is not `application/json` (415).
+    UnsupportedMediaType,
+    /// WhatsApp asked to slow down; retry after `Retry-After` seconds (429).
+    RateLimited,
+    /// A fault inside the gateway; it is logged (500).
+    InternalServerError,
+    /// WhatsApp refused the request (502).
+    WhatsappRefused,
+    /// WhatsApp did not answer within the login timeout (504).
+    GatewayTimeout,
+}
+
+fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorEnvelope> {
     Json(ErrorEnvelope {
-        code: code.to_string(),
+        code,
         message: message.into(),
     })
 }
@@ -53,14 +99,14 @@ pub const BASIC_CHALLENGE: &str = "Basic realm=\"wagate\"";
 impl ApiError {
     /// 400 `VALIDATION_ERROR`.
     pub fn validation(message: impl Into<String>) -> Self {
-        Self::BadRequest(body("VALIDATION_ERROR", message))
+        Self::BadRequest(body(ErrorCode::ValidationError, message))
     }
 
     /// 401 `AUTHENTICATION_ERROR`.
     pub fn unauthorized() -> Self {
         Self::Unauthorized(
             body(
-                "AUTHENTICATION_ERROR",
+                ErrorCode::AuthenticationError,
                 "missing or wrong credentials: send HTTP Basic auth with a wagate credential",
             ),
             BASIC_CHALLENGE.to_string(),
@@ -68,12 +114,12 @@ impl ApiError {
     }
 
     /// 404 with `code`.
-    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::NotFound(body(code, message))
     }
 
     /// 409 with `code`.
-    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Conflict(body(code, message))
     }
 
@@ -81,7 +127,7 @@ impl ApiError {
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {detail}");
         Self::Internal(body(
-            "INTERNAL_SERVER_ERROR",
+            ErrorCode::InternalServerError,
             "the gateway failed internally; the error is logged, try again",
         ))
     }
@@ -92,6 +138,8 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(..) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -105,9 +153,11 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::DeviceExists { .. } => {
-                Self::conflict("DEVICE_ALREADY_EXISTS", e.to_string())
+                Self::conflict(ErrorCode::DeviceAlreadyExists, e.to_string())
             }
-            StoreError::DeviceNotFound { .. } => Self::not_found("DEVICE_NOT_FOUND", e.to_string()),
+            StoreError::DeviceNotFound { .. } => {
+                Self::not_found(ErrorCode::DeviceNotFound, e.to_string())
+            }
             other => Self::internal(other),
         }
     }
@@ -117,16 +167,22 @@ impl From<LoginError> for ApiError {
     fn from(e: LoginError) -> Self {
         let message = e.to_string();
         match e {
-            LoginError::DeviceNotFound(_) => Self::not_found("DEVICE_NOT_FOUND", message),
-            LoginError::AlreadyLoggedIn(_) => Self::BadRequest(body("ALREADY_LOGGED_IN", message)),
+            LoginError::DeviceNotFound(_) => Self::not_found(ErrorCode::DeviceNotFound, message),
+            LoginError::AlreadyLoggedIn(_) => {
+                Self::BadRequest(body(ErrorCode::AlreadyLoggedIn, message))
+            }
             LoginError::InvalidPhone(_) => Self::validation(message),
-            LoginError::Timeout { .. } => Self::GatewayTimeout(body("GATEWAY_TIMEOUT", message)),
+            LoginError::Timeout { .. } => {
+                Self::GatewayTimeout(body(ErrorCode::GatewayTimeout, message))
+            }
             LoginError::RateLimited { retry_after, .. } => Self::TooManyRequests(
-                body("RATE_LIMITED", message),
+                body(ErrorCode::RateLimited, message),
                 retry_after.map(|d| d.as_secs().max(1)).unwrap_or(60),
             ),
-            LoginError::Refused { .. } => Self::BadGateway(body("WHATSAPP_REFUSED", message)),
-            LoginError::Cancelled(_) => Self::Conflict(body("LOGIN_CANCELLED", message)),
+            LoginError::Refused { .. } => {
+                Self::BadGateway(body(ErrorCode::WhatsappRefused, message))
+            }
+            LoginError::Cancelled(_) => Self::Conflict(body(ErrorCode::LoginCancelled, message)),
             LoginError::Store(store) => store.into(),
             LoginError::Internal { .. } => Self::internal(message),
         }
@@ -134,26 +190,74 @@ impl From<LoginError> for ApiError {
 }
 
 /// Turns every error poem or poem-openapi raises itself (unparsable input, missing credentials,
-/// unknown routes) into the envelope, so no answer escapes it.
-pub(crate) async fn envelope_errors(error: poem::Error) -> poem::Response {
+/// unknown routes, a method or body type a route does not take) into the envelope, so no answer
+/// escapes it. `path` is the request's, to name path parameters and fill `Allow`.
+pub(crate) fn envelope_errors(error: poem::Error, path: &str, routes: &Routes) -> poem::Response {
     use poem::IntoResponse;
+    use poem_openapi::error::{
+        ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
+    };
     // Our own answers are already in the envelope.
     if error.is_from_response() {
         return error.into_response();
     }
-    let status = error.status();
-    let answer = match status {
-        StatusCode::UNAUTHORIZED => ApiError::unauthorized(),
-        StatusCode::NOT_FOUND => ApiError::not_found("NOT_FOUND", "no such endpoint: see /docs"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ApiError::validation(format!("method not allowed here: {error}"))
+    let answer = if let Some(e) = error.downcast_ref::<ParsePathError>() {
+        // poem-openapi names path parameters by position (`param0`); the route knows the name.
+        let name = e
+            .name
+            .strip_prefix("param")
+            .and_then(|n| n.parse().ok())
+            .and_then(|index| routes.param_name(path, index))
+            .unwrap_or(e.name);
+        ApiError::validation(format!("path parameter `{name}`: {}", plain(&e.reason)))
+    } else if let Some(e) = error.downcast_ref::<ParseParamError>() {
+        ApiError::validation(format!(
+            "query parameter `{}`: {}",
+            e.name,
+            plain(&e.reason)
+        ))
+    } else if let Some(e) = error.downcast_ref::<ParseRequestPayloadError>() {
+        ApiError::validation(format!("JSON body: {}", plain(&e.reason)))
+    } else if error.is::<ContentTypeError>() {
+        ApiError::UnsupportedMediaType(body(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as JSON with `Content-Type: application/json`",
+        ))
+    } else {
+        match error.status() {
+            StatusCode::UNAUTHORIZED => ApiError::unauthorized(),
+            StatusCode::NOT_FOUND => {
+                ApiError::not_found(ErrorCode::NotFound, "no such endpoint: see /docs")
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let allow = routes.allow(path).unwrap_or_default();
+                ApiError::MethodNotAllowed(
+                    body(
+                        ErrorCode::MethodNotAllowed,
+                        format!("this path serves only {allow}"),
+                    ),
+                    allow,
+                )
+            }
+            s if s.is_client_error() => ApiError::validation(error.to_string()),
+            _ => ApiError::internal(error.to_string()),
         }
-        s if s.is_client_error() => ApiError::validation(error.to_string()),
-        _ => ApiError::internal(error.to_string()),
     };
-    let mut response = answer.into_response();
-    if status.is_client_error() {
-        response.set_status(status);
+    answer.into_response()
+}
+
+/// poem-openapi's wording of a parse failure, made readable: `verify failed. pattern(…)` and
+/// `verification failed. minItems(1)` become `must satisfy pattern(…)` and `must have at least 1
+/// item`.
+fn plain(reason: &str) -> String {
+    let reason = reason
+        .replace("verify failed. ", "must satisfy ")
+        .replace("verification failed. ", "must satisfy ");
+    match reason.split_once("must satisfy minItems(") {
+        Some((before, rest)) => {
+            let n = rest.trim_end_matches(')');
+            format!("{before}must have at least {n} item(s)")
+        }
+        None => reason,
     }
-    response
 }

@@ -4,37 +4,94 @@
 //! The JSON itself is made by `wagate_core::events::wire`; reading every logged event back
 //! through these types (the delivery log does) keeps the two in step.
 
-use chrono::{DateTime, Utc};
-use poem_openapi::types::ParseFromJSON;
+use std::borrow::Cow;
+
+use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::types::{Example, ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{Enum, Object, Union};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::devices::DeviceStateName;
+use crate::devices::{DeviceStateName, example_time};
+use crate::timestamp::Timestamp;
+
+/// The type of an event. Endpoints subscribe to every type but `ping`, which only
+/// `POST /webhooks/{id}/test` sends, to that endpoint alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum EventType {
+    /// A new QR code is showing.
+    QrRefreshed,
+    /// A pairing code was issued.
+    PairCodeIssued,
+    /// The device is linked and usable.
+    LoggedIn,
+    /// The device was logged out.
+    LoggedOut,
+    /// A login attempt failed.
+    LoginFailed,
+    /// The device moved between states.
+    StateChanged,
+    /// A test event (not subscribable).
+    Ping,
+}
+
+impl EventType {
+    /// The type named `name` on the wire.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::parse_from_json(Some(Value::from(name))).ok()
+    }
+}
 
 /// `data` of `qr_refreshed`: a new QR code is showing.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct QrRefreshedData {
     /// The QR string to render.
     pub qr_code: String,
     /// A PNG of it, served without auth until it expires.
     pub qr_link: String,
     /// When the code stops being scannable.
-    pub expires_at: DateTime<Utc>,
+    pub expires_at: Timestamp,
     /// Its position in the series, from 0.
     pub index: u32,
 }
 
+impl Example for QrRefreshedData {
+    fn example() -> Self {
+        Self {
+            qr_code: "2@kO3o0bJ8…,Xq1…=,pQ9…=,Zb4…=".into(),
+            qr_link: "http://localhost:3000/statics/images/qrcode/\
+                      scan-qr-b0b7bb43-9a22-455a-814f-5a225c743310.png"
+                .into(),
+            expires_at: (example_time() + chrono::Duration::seconds(60)).into(),
+            index: 0,
+        }
+    }
+}
+
 /// `data` of `pair_code_issued`: a pairing code was issued.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct PairCodeIssuedData {
     /// `XXXX-XXXX`, to enter on the phone.
     pub pair_code: String,
     /// When it stops being usable.
-    pub expires_at: DateTime<Utc>,
+    pub expires_at: Timestamp,
+}
+
+impl Example for PairCodeIssuedData {
+    fn example() -> Self {
+        Self {
+            pair_code: "ABCD-1234".into(),
+            expires_at: (example_time() + chrono::Duration::seconds(180)).into(),
+        }
+    }
 }
 
 /// `data` of `logged_in`: the device is linked and usable.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct LoggedInData {
     /// The account's device JID, e.g. `628912344551:3@s.whatsapp.net`.
     pub jid: String,
@@ -46,12 +103,43 @@ pub struct LoggedInData {
     pub platform: Option<String>,
 }
 
+impl Example for LoggedInData {
+    fn example() -> Self {
+        Self {
+            jid: "628912344551:3@s.whatsapp.net".into(),
+            lid: Some("123456789012345:3@lid".into()),
+            push_name: Some("Support desk".into()),
+            platform: Some("android".into()),
+        }
+    }
+}
+
+/// Why a device is no longer linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum LoggedOutReason {
+    /// Logged out through the API (`POST /devices/{id}/logout` or `DELETE /devices/{id}`).
+    Logout,
+    /// The device was removed on the phone (Linked Devices).
+    UnlinkedFromPhone,
+    /// WhatsApp refused the stored session.
+    SessionRejected,
+}
+
 /// `data` of `logged_out`: the device is no longer linked.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct LoggedOutData {
-    /// `logout` (the API), `unlinked_from_phone`, or `session_rejected` (WhatsApp refused the
-    /// stored session).
-    pub reason: String,
+    /// Why.
+    pub reason: LoggedOutReason,
+}
+
+impl Example for LoggedOutData {
+    fn example() -> Self {
+        Self {
+            reason: LoggedOutReason::UnlinkedFromPhone,
+        }
+    }
 }
 
 /// Why a login attempt failed.
@@ -70,13 +158,23 @@ pub enum LoginFailureReason {
 
 /// `data` of `login_failed`: a login attempt ended without a linked device.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct LoginFailedData {
     /// Why.
     pub reason: LoginFailureReason,
 }
 
+impl Example for LoginFailedData {
+    fn example() -> Self {
+        Self {
+            reason: LoginFailureReason::QrExhausted,
+        }
+    }
+}
+
 /// `data` of `state_changed`: the device moved between states.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct StateChangedData {
     /// The previous state.
     pub from: DeviceStateName,
@@ -84,18 +182,37 @@ pub struct StateChangedData {
     pub to: DeviceStateName,
 }
 
+impl Example for StateChangedData {
+    fn example() -> Self {
+        Self {
+            from: DeviceStateName::Connected,
+            to: DeviceStateName::LoggedIn,
+        }
+    }
+}
+
 /// `data` of `ping`: the event `POST /webhooks/{id}/test` sends.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct PingData {
     /// A note for people.
     pub message: String,
 }
 
+impl Example for PingData {
+    fn example() -> Self {
+        Self {
+            message: "a test event from wagate".into(),
+        }
+    }
+}
+
 /// Declares the envelope of one event type.
 macro_rules! event {
-    ($(#[$doc:meta])* $name:ident, $data:ty) => {
+    ($(#[$doc:meta])* $name:ident, $data:ty, $device:expr) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Object)]
+        #[oai(example)]
         pub struct $name {
             /// Unique, and the same on every retry: the `webhook-id` header. De-duplicate by it.
             pub id: Uuid,
@@ -106,47 +223,72 @@ macro_rules! event {
             /// Increases by one with each event of the device (0 for `ping`): order by it.
             pub seq: i64,
             /// When it happened.
-            pub occurred_at: DateTime<Utc>,
+            pub occurred_at: Timestamp,
             /// What happened.
             pub data: $data,
+        }
+
+        impl Example for $name {
+            fn example() -> Self {
+                Self {
+                    id: EXAMPLE_EVENT,
+                    tenant: EXAMPLE_TENANT,
+                    device_id: $device,
+                    seq: if $device.is_some() { 7 } else { 0 },
+                    occurred_at: example_time().into(),
+                    data: <$data as Example>::example(),
+                }
+            }
         }
     };
 }
 
+/// The event id of the examples.
+const EXAMPLE_EVENT: Uuid = Uuid::from_u128(0x0b6f6f2e_5c1e_4c1a_9d8e_2f1b5a7c9d31);
+/// The tenant of the examples.
+const EXAMPLE_TENANT: Uuid = Uuid::from_u128(0x5c1e0b6f_6f2e_4c1a_9d8e_2f1b5a7c9d32);
+
 event!(
     /// A new QR code is showing; deliveries of it expire with the code.
     QrRefreshedEvent,
-    QrRefreshedData
+    QrRefreshedData,
+    Some("my-device-id".to_string())
 );
 event!(
     /// A pairing code was issued.
     PairCodeIssuedEvent,
-    PairCodeIssuedData
+    PairCodeIssuedData,
+    Some("my-device-id".to_string())
 );
 event!(
     /// The device is linked and usable.
     LoggedInEvent,
-    LoggedInData
+    LoggedInData,
+    Some("my-device-id".to_string())
 );
 event!(
     /// The device was logged out (from the API or the phone).
     LoggedOutEvent,
-    LoggedOutData
+    LoggedOutData,
+    Some("my-device-id".to_string())
 );
 event!(
     /// A login attempt failed.
     LoginFailedEvent,
-    LoginFailedData
+    LoginFailedData,
+    Some("my-device-id".to_string())
 );
 event!(
     /// The device moved between states.
     StateChangedEvent,
-    StateChangedData
+    StateChangedData,
+    Some("my-device-id".to_string())
 );
 event!(
     /// A test event.
     PingEvent,
-    PingData
+    PingData,
+    None::<String>
 );
 
 /// An event as a webhook endpoint receives it (the request body); `type` says which.
@@ -176,10 +318,71 @@ pub enum WebhookEvent {
     Ping(PingEvent),
 }
 
-impl WebhookEvent {
+/// A recorded event exactly as its endpoints receive it. The delivery log shows the stored JSON
+/// itself, checked against `WebhookEvent` when read, rather than a re-encoding of it: the same
+/// fields in the same order, timestamps written the same way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent(Value);
+
+impl StoredEvent {
     /// Reads a recorded event body; `None` if it is not one of the documented events.
     pub fn from_body(body: &str) -> Option<Self> {
-        let value: serde_json::Value = serde_json::from_str(body).ok()?;
+        let value: Value = serde_json::from_str(body).ok()?;
         Self::parse_from_json(Some(value)).ok()
+    }
+}
+
+impl Example for StoredEvent {
+    fn example() -> Self {
+        let event = LoggedInEvent::example().to_json().unwrap_or_default();
+        let mut tagged = json!({ "type": "logged_in" });
+        if let (Some(tagged), Value::Object(fields)) = (tagged.as_object_mut(), event) {
+            tagged.extend(fields);
+        }
+        Self(tagged)
+    }
+}
+
+impl Type for StoredEvent {
+    const IS_REQUIRED: bool = true;
+
+    type RawValueType = Self;
+
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        WebhookEvent::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        WebhookEvent::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        WebhookEvent::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for StoredEvent {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        let value = value.unwrap_or_default();
+        WebhookEvent::parse_from_json(Some(value.clone())).map_err(ParseError::propagate)?;
+        Ok(Self(value))
+    }
+}
+
+impl ToJSON for StoredEvent {
+    fn to_json(&self) -> Option<Value> {
+        Some(self.0.clone())
     }
 }

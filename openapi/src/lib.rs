@@ -8,15 +8,21 @@ mod error;
 mod events;
 mod login;
 mod plugins;
+mod routes;
 #[cfg(feature = "sandbox")]
 mod sandbox;
+mod spec;
 mod statics;
+mod text;
+mod timestamp;
 mod webhooks;
 
 use std::sync::Arc;
 
+use poem::endpoint::make_sync;
 use poem::middleware::Tracing;
-use poem::{Endpoint, EndpointExt, Request, Route};
+use poem::web::Html;
+use poem::{Endpoint, EndpointExt, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 use wagate_core::engine::DeviceManager;
 use wagate_core::plugins::PluginCounters;
@@ -24,7 +30,8 @@ use wagate_core::webhooks::Webhooks;
 
 pub use auth::TenantAuth;
 pub use envelope::ErrorEnvelope;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
+use routes::Routes;
 
 /// What every request handler shares.
 pub struct ApiState {
@@ -82,71 +89,204 @@ type Apis = (
     statics::StaticsApi,
 );
 
-/// The OpenAPI service: every operation and the spec they make.
-pub fn service() -> OpenApiService<Apis, ()> {
-    OpenApiService::new(
-        (
-            devices::DevicesApi,
-            login::LoginApi,
-            webhooks::WebhooksApi,
-            plugins::PluginsApi,
-            statics::StaticsApi,
-        ),
-        "wagate",
-        env!("CARGO_PKG_VERSION"),
+/// The error answers of every operation, module by module.
+const ERRORS: [&[spec::OperationErrors]; 5] = [
+    devices::ERRORS,
+    login::ERRORS,
+    webhooks::ERRORS,
+    plugins::ERRORS,
+    statics::ERRORS,
+];
+
+fn apis() -> Apis {
+    (
+        devices::DevicesApi,
+        login::LoginApi,
+        webhooks::WebhooksApi,
+        plugins::PluginsApi,
+        statics::StaticsApi,
     )
-    .description(
+}
+
+/// The OpenAPI service of `api`, titled and described the same in every build, so a client
+/// generated from either build's spec is the same package.
+fn described<T: poem_openapi::OpenApi>(api: T) -> OpenApiService<T, ()> {
+    OpenApiService::new(api, "wagate", env!("CARGO_PKG_VERSION")).description(
         "Multi-tenant WhatsApp multi-device login gateway: create device slots, link them by QR \
          code or pairing code, and follow their login state. Every JSON answer is an envelope \
-         `{code, message, results}`; errors carry a machine-readable `code`.",
+         `{code, message, results}`; errors carry a machine-readable `code`. Fields without a \
+         value are sent as `null`.",
     )
+}
+
+/// The OpenAPI service: every operation.
+pub fn service() -> OpenApiService<Apis, ()> {
+    described(apis())
 }
 
 /// The spec as YAML, as committed in `openapi/openapi.yaml`.
 pub fn spec_yaml() -> String {
-    service().spec_yaml()
+    Published::of(&service(), &ERRORS).yaml
+}
+
+/// The same spec as JSON, as served at `/openapi.json`.
+pub fn spec_json() -> String {
+    Published::of(&service(), &ERRORS).json
+}
+
+/// What a build publishes about itself: the refined spec in both forms, the Swagger UI page
+/// showing it, and its routes.
+struct Published {
+    json: String,
+    yaml: String,
+    docs: String,
+    routes: Routes,
+}
+
+impl Published {
+    fn of<T: poem_openapi::OpenApi>(
+        api: &OpenApiService<T, ()>,
+        errors: &[&[spec::OperationErrors]],
+    ) -> Self {
+        let raw = api.spec();
+        let spec = spec::refine(&raw, errors);
+        let json = serde_json::to_string_pretty(&spec).expect("a JSON value serializes");
+        // poem-openapi's page embeds its own document verbatim; it is swapped for ours, so
+        // Swagger UI (served offline from poem-openapi's bundle) shows what we publish.
+        let docs = api.swagger_ui_html().replacen(&raw, &json, 1);
+        Self {
+            yaml: serde_yaml::to_string(&spec).expect("a JSON value is YAML"),
+            routes: Routes::from_spec(&spec),
+            json,
+            docs,
+        }
+    }
 }
 
 /// The whole HTTP application.
 pub fn app(state: ApiState) -> impl Endpoint {
-    serve(service(), state)
+    let api = service();
+    let published = Published::of(&api, &ERRORS);
+    serve(api, published, state)
 }
 
 /// The application of a sandbox build: the API plus the simulated phone's endpoints, which
 /// drive the sandbox whose control API is at `sandbox_control` (e.g. `http://127.0.0.1:3010`).
 #[cfg(feature = "sandbox")]
 pub fn sandbox_app(state: ApiState, sandbox_control: String) -> impl Endpoint {
-    let api = OpenApiService::new(
-        (
-            devices::DevicesApi,
-            login::LoginApi,
-            webhooks::WebhooksApi,
-            plugins::PluginsApi,
-            statics::StaticsApi,
-            sandbox::SandboxApi {
-                control: sandbox_control,
-                http: reqwest::Client::new(),
-            },
-        ),
-        "wagate (sandbox)",
-        env!("CARGO_PKG_VERSION"),
-    );
-    serve(api, state)
+    let (devices, login, webhooks, plugins, statics) = apis();
+    let api = described((
+        devices,
+        login,
+        webhooks,
+        plugins,
+        statics,
+        sandbox::SandboxApi {
+            control: sandbox_control,
+            http: reqwest::Client::new(),
+        },
+    ));
+    let [d, l, w, p, s] = ERRORS;
+    let published = Published::of(&api, &[d, l, w, p, s, sandbox::ERRORS]);
+    serve(api, published, state)
 }
 
 fn serve<T: poem_openapi::OpenApi + 'static>(
     api: OpenApiService<T, ()>,
+    published: Published,
     state: ApiState,
 ) -> impl Endpoint {
-    let docs = api.swagger_ui();
-    let json = api.spec_endpoint();
-    let yaml = api.spec_endpoint_yaml();
+    let Published {
+        json,
+        yaml,
+        docs,
+        routes,
+    } = published;
+    let routes = Arc::new(routes);
+    let docs = Route::new().at("/", make_sync(move |_| Html(docs.clone())));
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
-        .at("/openapi.json", json)
-        .at("/openapi.yaml", yaml)
-        .catch_all_error(error::envelope_errors)
+        .at(
+            "/openapi.json",
+            make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(json.clone())
+            }),
+        )
+        .at(
+            "/openapi.yaml",
+            make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/x-yaml")
+                    .body(yaml.clone())
+            }),
+        )
+        .around(move |endpoint, req| {
+            let routes = Arc::clone(&routes);
+            async move {
+                let path = req.uri().path().to_string();
+                Ok(match endpoint.call(req).await {
+                    Ok(response) => response,
+                    Err(e) => error::envelope_errors(e, &path, &routes),
+                })
+            }
+        })
         .data(Arc::new(state))
         .with(Tracing)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    fn parsed(json: &str) -> Value {
+        serde_json::from_str(json).expect("the spec is JSON")
+    }
+
+    #[test]
+    fn the_published_spec_is_built_and_shown_in_swagger_ui() {
+        let published = Published::of(&service(), &ERRORS);
+        let spec = parsed(&published.json);
+        assert_eq!(spec["info"]["title"], "wagate");
+        assert!(
+            published.docs.contains(&published.json),
+            "Swagger UI shows our spec"
+        );
+    }
+
+    #[cfg(feature = "sandbox")]
+    #[test]
+    fn the_sandbox_build_publishes_the_same_api_plus_its_phone_under_its_own_tag() {
+        let (devices, login, webhooks, plugins, statics) = apis();
+        let api = described((
+            devices,
+            login,
+            webhooks,
+            plugins,
+            statics,
+            sandbox::SandboxApi {
+                control: String::new(),
+                http: reqwest::Client::new(),
+            },
+        ));
+        let [d, l, w, p, s] = ERRORS;
+        let sandbox = parsed(&Published::of(&api, &[d, l, w, p, s, sandbox::ERRORS]).json);
+        let plain = parsed(&spec_json());
+        assert_eq!(sandbox["info"], plain["info"]);
+        let paths = sandbox["paths"].as_object().unwrap();
+        for (path, item) in paths {
+            let plain_item = &plain["paths"][path];
+            for (method, operation) in item.as_object().unwrap() {
+                if path.starts_with("/sandbox/") {
+                    assert_eq!(operation["tags"], serde_json::json!(["Sandbox"]), "{path}");
+                } else {
+                    assert_eq!(operation, &plain_item[method], "{method} {path}");
+                }
+            }
+        }
+    }
 }

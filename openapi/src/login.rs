@@ -8,14 +8,17 @@ use poem_openapi::Object;
 use poem_openapi::OpenApi;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 
 use crate::auth::TenantAuth;
-use crate::devices::device_id;
+use crate::devices::{CANCELLED, NO_DEVICE, device_id};
 use crate::envelope::envelope;
+use crate::spec::OperationErrors;
 use crate::{ApiError, ApiState, ApiTags};
 
 /// A QR code to scan with WhatsApp's "Link a device".
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct QrLoginResult {
     /// Seconds the code in the image stays valid (at most 30); call again for a fresh one.
     #[oai(validator(maximum(value = "30")))]
@@ -28,6 +31,7 @@ pub struct QrLoginResult {
 
 /// A pairing code to enter under "Link with phone number instead".
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct PairCodeResult {
     /// Eight characters shown as `XXXX-XXXX`.
     pub pair_code: String,
@@ -35,16 +39,85 @@ pub struct PairCodeResult {
     pub device_id: String,
 }
 
+impl Example for QrLoginResult {
+    fn example() -> Self {
+        Self {
+            qr_duration: 30,
+            qr_link: "http://localhost:3000/statics/images/qrcode/\
+                      scan-qr-b0b7bb43-9a22-455a-814f-5a225c743310.png"
+                .into(),
+            device_id: "my-device-id".into(),
+        }
+    }
+}
+
+impl Example for PairCodeResult {
+    fn example() -> Self {
+        Self {
+            pair_code: "ABCD-1234".into(),
+            device_id: "my-device-id".into(),
+        }
+    }
+}
+
 envelope!(
     /// A QR code was generated.
     QrLoginResponse,
-    QrLoginResult
+    QrLoginResult,
+    "QR code generated successfully"
 );
 envelope!(
     /// A pairing code was generated.
     PairCodeResponse,
-    PairCodeResult
+    PairCodeResult,
+    "Pairing code generated successfully"
 );
+
+/// What can go wrong with a login besides a bad phone number.
+const LOGIN_ERRORS: [(u16, &str); 5] = [
+    NO_DEVICE,
+    CANCELLED,
+    (
+        429,
+        "`RATE_LIMITED`: WhatsApp asked to slow down; retry after `Retry-After` seconds.",
+    ),
+    (
+        502,
+        "`WHATSAPP_REFUSED`: WhatsApp refused the login (e.g. the client is outdated).",
+    ),
+    (
+        504,
+        "`GATEWAY_TIMEOUT`: WhatsApp did not answer within the login timeout; the device is \
+         back to `disconnected`, call again.",
+    ),
+];
+
+/// The error answers of the login operations (the spec's; see `crate::spec`).
+pub(crate) const ERRORS: &[OperationErrors] = &[
+    OperationErrors {
+        operation: "loginDevice",
+        answers: &[
+            &[(
+                400,
+                "`VALIDATION_ERROR`: the device id is malformed. `ALREADY_LOGGED_IN`: the device \
+                 is linked; log it out before linking another account.",
+            )],
+            &LOGIN_ERRORS,
+        ],
+    },
+    OperationErrors {
+        operation: "loginDeviceWithCode",
+        answers: &[
+            &[(
+                400,
+                "`VALIDATION_ERROR`: the device id or the phone number is malformed (the phone \
+                 is 7–15 digits with the country code, not starting with 0). \
+                 `ALREADY_LOGGED_IN`: the device is linked; log it out first.",
+            )],
+            &LOGIN_ERRORS,
+        ],
+    },
+];
 
 /// Linking a WhatsApp account to a device.
 pub struct LoginApi;
@@ -67,6 +140,7 @@ impl LoginApi {
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// The device to log in.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<QrLoginResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
@@ -97,13 +171,14 @@ impl LoginApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device to log in.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
         /// Phone number to pair with: country code and number, digits only (a leading + is
         /// allowed), e.g. 628912344551.
-        phone: Query<Option<String>>,
+        #[oai(validator(pattern = r"^\+?[1-9][0-9]{6,14}$"))]
+        phone: Query<String>,
     ) -> Result<Json<PairCodeResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
-        let phone = phone.0.unwrap_or_default();
         let code = state.manager.login_code(auth.0.id, &id, &phone).await?;
         Ok(PairCodeResponse::success(
             "Pairing code generated successfully",

@@ -4,15 +4,18 @@ use std::sync::Arc;
 
 use poem::web::Data;
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{Object, OpenApi};
 use wagate_core::plugins::PluginStats;
 
 use crate::auth::TenantAuth;
 use crate::envelope::envelope;
+use crate::spec::OperationErrors;
 use crate::{ApiError, ApiState, ApiTags};
 
 /// One loaded plugin and its counters since start.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct PluginInfo {
     /// The plugin's name.
     pub name: String,
@@ -52,11 +55,33 @@ impl From<PluginStats> for PluginInfo {
     }
 }
 
+impl Example for PluginInfo {
+    fn example() -> Self {
+        Self {
+            name: "nats".into(),
+            version: "0.1.0".into(),
+            file: "libwagate_nats.so".into(),
+            queue: 1024,
+            delivered: 1520,
+            failed: 0,
+            panicked: 0,
+            dropped: 0,
+        }
+    }
+}
+
 envelope!(
     /// The loaded plugins.
     PluginListResponse,
-    Vec<PluginInfo>
+    [PluginInfo],
+    "List plugins"
 );
+
+/// The error answers of the plugin operations (the spec's; see `crate::spec`).
+pub(crate) const ERRORS: &[OperationErrors] = &[OperationErrors {
+    operation: "listPlugins",
+    answers: &[],
+}];
 
 /// Plugins.
 pub struct PluginsApi;

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
+use poem_openapi::types::Example;
 use poem_openapi::{Object, OpenApi, Tags};
 
 use crate::auth::TenantAuth;
 use crate::devices::{device_id, find_device};
 use crate::envelope::envelope;
-use crate::{ApiError, ApiState};
+use crate::spec::OperationErrors;
+use crate::{ApiError, ApiState, ErrorCode};
 
 /// The sandbox build's extra group of operations.
 #[derive(Tags)]
@@ -22,6 +24,7 @@ pub enum SandboxTags {
 
 /// What the simulated phone did.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct PhoneResult {
     /// The device acted on.
     pub device_id: String,
@@ -29,11 +32,51 @@ pub struct PhoneResult {
     pub jid: String,
 }
 
+impl Example for PhoneResult {
+    fn example() -> Self {
+        Self {
+            device_id: "my-device-id".into(),
+            jid: "628912344551:3@s.whatsapp.net".into(),
+        }
+    }
+}
+
 envelope!(
     /// The simulated phone acted.
     PhoneResponse,
-    PhoneResult
+    PhoneResult,
+    "QR code scanned"
 );
+
+/// What a sandbox phone can fail at.
+const PHONE_ERRORS: [(u16, &str); 2] = [
+    (
+        400,
+        "`VALIDATION_ERROR`: the device id or phone is malformed, or the device shows nothing \
+         the phone could act on (no QR code, no pairing code, not linked).",
+    ),
+    (
+        404,
+        "`DEVICE_NOT_FOUND`: no device with this id in your tenant. `NOT_FOUND`: the sandbox \
+         does not know the phone or the code.",
+    ),
+];
+
+/// The error answers of the sandbox operations (the spec's; see `crate::spec`).
+pub(crate) const ERRORS: &[OperationErrors] = &[
+    OperationErrors {
+        operation: "sandboxScanQr",
+        answers: &[&PHONE_ERRORS],
+    },
+    OperationErrors {
+        operation: "sandboxEnterPairCode",
+        answers: &[&PHONE_ERRORS],
+    },
+    OperationErrors {
+        operation: "sandboxUnlink",
+        answers: &[&PHONE_ERRORS],
+    },
+];
 
 /// The simulated phone of a sandbox build.
 pub struct SandboxApi {
@@ -84,7 +127,7 @@ impl SandboxApi {
             .unwrap_or("the sandbox refused")
             .to_string();
         Err(if status.as_u16() == 404 {
-            ApiError::not_found("NOT_FOUND", message)
+            ApiError::not_found(ErrorCode::NotFound, message)
         } else {
             ApiError::validation(message)
         })

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::{Binary, Json};
+use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use crate::envelope::envelope;
+use crate::error::ErrorCode;
+use crate::spec::OperationErrors;
 use crate::{ApiError, ApiState, ApiTags};
 
 /// A QR image.
@@ -21,16 +24,42 @@ pub enum QrImageResponse {
 
 /// The gateway is up.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct HealthResult {
     /// `ok`.
     pub status: String,
 }
 
+impl Example for HealthResult {
+    fn example() -> Self {
+        Self {
+            status: "ok".into(),
+        }
+    }
+}
+
 envelope!(
     /// The gateway's health.
     HealthResponse,
-    HealthResult
+    HealthResult,
+    "ok"
 );
+
+/// The error answers of the public operations (the spec's; see `crate::spec`).
+pub(crate) const ERRORS: &[OperationErrors] = &[
+    OperationErrors {
+        operation: "getQrImage",
+        answers: &[&[(
+            404,
+            "`NOT_FOUND`: no such image, or its code expired; call the login endpoint again \
+             for a new one.",
+        )]],
+    },
+    OperationErrors {
+        operation: "health",
+        answers: &[],
+    },
+];
 
 /// Resources served without authentication.
 pub struct StaticsApi;
@@ -55,7 +84,7 @@ impl StaticsApi {
     ) -> Result<QrImageResponse, ApiError> {
         let gone = || {
             ApiError::not_found(
-                "NOT_FOUND",
+                ErrorCode::NotFound,
                 "qr image not found or expired: call the login endpoint again for a new code",
             )
         };

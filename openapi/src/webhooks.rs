@@ -2,22 +2,25 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::types::MaybeUndefined;
+use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{Enum, Object, OpenApi};
 use uuid::Uuid;
 use wagate_core::store::{DeliveryRecord, DeliveryStatus, Endpoint};
 use wagate_core::webhooks::{EndpointChanges, EndpointInput, WebhookError};
 
 use crate::auth::TenantAuth;
+use crate::devices::example_time;
 use crate::envelope::envelope;
-use crate::events::WebhookEvent;
-use crate::{ApiError, ApiState, ApiTags};
+use crate::events::{EventType, StoredEvent};
+use crate::spec::OperationErrors;
+use crate::text::Text;
+use crate::timestamp::Timestamp;
+use crate::{ApiError, ApiState, ApiTags, ErrorCode};
 
-/// An event type an endpoint can subscribe to.
+/// An event type an endpoint can subscribe to (every type but `ping`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub enum WebhookEventType {
@@ -60,6 +63,7 @@ impl WebhookEventType {
 
 /// A webhook endpoint (its secret is shown only when created or rotated).
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct WebhookInfo {
     /// The endpoint's id.
     pub id: Uuid,
@@ -76,10 +80,31 @@ pub struct WebhookInfo {
     /// Why wagate disabled it (e.g. the endpoint answered 410 Gone).
     pub disabled_reason: Option<String>,
     /// When it was created.
-    pub created_at: DateTime<Utc>,
+    pub created_at: Timestamp,
     /// When it last changed.
-    pub updated_at: DateTime<Utc>,
+    pub updated_at: Timestamp,
 }
+
+impl Example for WebhookInfo {
+    fn example() -> Self {
+        Self {
+            id: EXAMPLE_WEBHOOK,
+            url: "https://example.com/wagate/events".into(),
+            description: "CRM".into(),
+            events: vec![WebhookEventType::LoggedIn, WebhookEventType::LoggedOut],
+            device_ids: None,
+            enabled: true,
+            disabled_reason: None,
+            created_at: example_time().into(),
+            updated_at: example_time().into(),
+        }
+    }
+}
+
+/// The endpoint id of the examples.
+const EXAMPLE_WEBHOOK: Uuid = Uuid::from_u128(0x0b6f6f2e_5c1e_4c1a_9d8e_2f1b5a7c9d30);
+/// The delivery id of the examples.
+const EXAMPLE_DELIVERY: Uuid = Uuid::from_u128(0x7c9e6679_7425_40de_944b_e07fc1f90ae7);
 
 impl From<Endpoint> for WebhookInfo {
     fn from(e: Endpoint) -> Self {
@@ -95,14 +120,15 @@ impl From<Endpoint> for WebhookInfo {
             device_ids: e.device_ids,
             enabled: e.enabled,
             disabled_reason: e.disabled_reason,
-            created_at: e.created_at,
-            updated_at: e.updated_at,
+            created_at: e.created_at.into(),
+            updated_at: e.updated_at.into(),
         }
     }
 }
 
 /// A webhook endpoint with its signing secret, shown this once.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct WebhookWithSecret {
     /// The endpoint.
     #[oai(flatten)]
@@ -112,34 +138,68 @@ pub struct WebhookWithSecret {
     pub secret: String,
 }
 
+impl Example for WebhookWithSecret {
+    fn example() -> Self {
+        Self {
+            endpoint: WebhookInfo::example(),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        }
+    }
+}
+
 /// A new webhook endpoint.
 #[derive(Debug, Clone, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 pub struct CreateWebhookRequest {
     /// An http(s) URL on a public address (private ones need WAGATE_WEBHOOK_ALLOW_PRIVATE).
-    pub url: String,
+    pub url: Text,
     /// The event types to receive; at least one.
+    #[oai(validator(min_items = 1))]
     pub events: Vec<WebhookEventType>,
-    /// Only these devices' events; leave out for every device.
-    pub device_ids: Option<Vec<String>>,
+    /// Only these devices' events; leave out (or null) for every device.
+    pub device_ids: Option<Vec<Text>>,
     /// A label for people.
-    pub description: Option<String>,
+    pub description: Option<Text>,
+}
+
+impl Example for CreateWebhookRequest {
+    fn example() -> Self {
+        Self {
+            url: "https://example.com/wagate/events".into(),
+            events: vec![WebhookEventType::LoggedIn, WebhookEventType::LoggedOut],
+            device_ids: Some(vec!["my-device-id".into()]),
+            description: Some("CRM".into()),
+        }
+    }
 }
 
 /// Changes to a webhook endpoint; fields left out stay as they are.
 #[derive(Debug, Clone, Object)]
-#[oai(deny_unknown_fields)]
+#[oai(deny_unknown_fields, example)]
 pub struct UpdateWebhookRequest {
     /// A new URL.
-    pub url: Option<String>,
-    /// New event types.
+    pub url: Option<Text>,
+    /// New event types; at least one.
+    #[oai(validator(min_items = 1))]
     pub events: Option<Vec<WebhookEventType>>,
     /// A new device filter; null for every device.
-    pub device_ids: MaybeUndefined<Vec<String>>,
+    pub device_ids: MaybeUndefined<Vec<Text>>,
     /// A new label.
-    pub description: Option<String>,
+    pub description: Option<Text>,
     /// Enable or disable deliveries; enabling clears `disabled_reason`.
     pub enabled: Option<bool>,
+}
+
+impl Example for UpdateWebhookRequest {
+    fn example() -> Self {
+        Self {
+            url: None,
+            events: None,
+            device_ids: MaybeUndefined::Undefined,
+            description: None,
+            enabled: Some(true),
+        }
+    }
 }
 
 /// Where a delivery stands.
@@ -180,57 +240,84 @@ impl DeliveryStatusName {
 
 /// One delivery of an event to an endpoint.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct WebhookDelivery {
     /// The delivery's id.
     pub id: Uuid,
     /// The event's id: the `webhook-id` header of every attempt.
     pub event_id: Uuid,
     /// The event's type.
-    pub event_type: String,
+    pub event_type: EventType,
     /// Where it stands.
     pub status: DeliveryStatusName,
     /// Attempts made.
     pub attempts: i32,
     /// When the next attempt is due (pending only).
-    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<Timestamp>,
     /// When the last attempt was made.
-    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_attempt_at: Option<Timestamp>,
     /// The last attempt's status code, if the endpoint answered.
     pub last_status_code: Option<i32>,
     /// What went wrong in the last attempt.
     pub last_error: Option<String>,
     /// When it was delivered.
-    pub delivered_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<Timestamp>,
     /// When it was queued.
-    pub created_at: DateTime<Utc>,
-    /// The event, exactly as the endpoint receives it.
-    pub event: WebhookEvent,
+    pub created_at: Timestamp,
+    /// The event, exactly as the endpoint receives it (the same JSON, byte for byte).
+    pub event: StoredEvent,
+}
+
+impl Example for WebhookDelivery {
+    fn example() -> Self {
+        Self {
+            id: EXAMPLE_DELIVERY,
+            event_id: Uuid::from_u128(0x0b6f6f2e_5c1e_4c1a_9d8e_2f1b5a7c9d31),
+            event_type: EventType::LoggedIn,
+            status: DeliveryStatusName::Delivered,
+            attempts: 1,
+            next_attempt_at: None,
+            last_attempt_at: Some(example_time().into()),
+            last_status_code: Some(200),
+            last_error: None,
+            delivered_at: Some(example_time().into()),
+            created_at: example_time().into(),
+            event: StoredEvent::example(),
+        }
+    }
 }
 
 impl TryFrom<DeliveryRecord> for WebhookDelivery {
     type Error = ApiError;
 
     fn try_from(d: DeliveryRecord) -> Result<Self, ApiError> {
-        let event = WebhookEvent::from_body(&d.body).ok_or_else(|| {
+        let event = StoredEvent::from_body(&d.body).ok_or_else(|| {
             ApiError::internal(format!(
                 "event {} of delivery {} does not match the documented schema",
                 d.event_id, d.id
             ))
         })?;
+        let event_type = EventType::parse(&d.event_type).ok_or_else(|| {
+            ApiError::internal(format!(
+                "delivery {} has the unknown event type {}",
+                d.id, d.event_type
+            ))
+        })?;
         Ok(Self {
             id: d.id,
             event_id: d.event_id,
-            event_type: d.event_type,
+            event_type,
             status: d.status.into(),
             attempts: d.attempts,
             next_attempt_at: d
                 .next_attempt_at
-                .filter(|_| d.status == DeliveryStatus::Pending),
-            last_attempt_at: d.last_attempt_at,
+                .filter(|_| d.status == DeliveryStatus::Pending)
+                .map(Timestamp),
+            last_attempt_at: d.last_attempt_at.map(Timestamp),
             last_status_code: d.last_status_code,
             last_error: d.last_error,
-            delivered_at: d.delivered_at,
-            created_at: d.created_at,
+            delivered_at: d.delivered_at.map(Timestamp),
+            created_at: d.created_at.into(),
             event,
         })
     }
@@ -238,6 +325,7 @@ impl TryFrom<DeliveryRecord> for WebhookDelivery {
 
 /// A page of the delivery log, newest first.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct DeliveryPageInfo {
     /// The deliveries.
     pub deliveries: Vec<WebhookDelivery>,
@@ -245,8 +333,18 @@ pub struct DeliveryPageInfo {
     pub next_before: Option<Uuid>,
 }
 
+impl Example for DeliveryPageInfo {
+    fn example() -> Self {
+        Self {
+            deliveries: vec![WebhookDelivery::example()],
+            next_before: None,
+        }
+    }
+}
+
 /// A queued test event.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct WebhookTestInfo {
     /// The delivery to follow in the delivery log.
     pub delivery_id: Uuid,
@@ -254,48 +352,154 @@ pub struct WebhookTestInfo {
     pub event_id: Uuid,
 }
 
+impl Example for WebhookTestInfo {
+    fn example() -> Self {
+        Self {
+            delivery_id: EXAMPLE_DELIVERY,
+            event_id: Uuid::from_u128(0x0b6f6f2e_5c1e_4c1a_9d8e_2f1b5a7c9d31),
+        }
+    }
+}
+
 /// The id of a removed endpoint.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct WebhookRef {
     /// The endpoint's id.
     pub id: Uuid,
 }
 
+impl Example for WebhookRef {
+    fn example() -> Self {
+        Self {
+            id: EXAMPLE_WEBHOOK,
+        }
+    }
+}
+
 envelope!(
     /// A new webhook endpoint, with its secret shown once.
     WebhookCreatedResponse,
-    WebhookWithSecret
+    WebhookWithSecret,
+    "Webhook added"
 );
 envelope!(
     /// One webhook endpoint.
     WebhookResponse,
-    WebhookInfo
+    WebhookInfo,
+    "Webhook info"
 );
 envelope!(
     /// The tenant's webhook endpoints.
     WebhookListResponse,
-    Vec<WebhookInfo>
+    [WebhookInfo],
+    "List webhooks"
 );
 envelope!(
     /// A removed webhook endpoint.
     WebhookDeletedResponse,
-    WebhookRef
+    WebhookRef,
+    "Webhook removed"
 );
 envelope!(
     /// A queued test event.
     WebhookTestResponse,
-    WebhookTestInfo
+    WebhookTestInfo,
+    "Test event queued"
 );
 envelope!(
     /// A page of an endpoint's delivery log.
     DeliveryListResponse,
-    DeliveryPageInfo
+    DeliveryPageInfo,
+    "List deliveries"
 );
 envelope!(
     /// A delivery queued again.
     DeliveryResponse,
-    WebhookDelivery
+    WebhookDelivery,
+    "Delivery queued again"
 );
+
+/// A malformed endpoint id in the path.
+const BAD_WEBHOOK_ID: (u16, &str) = (400, "`VALIDATION_ERROR`: the webhook id is not a UUID.");
+/// No such endpoint.
+const NO_WEBHOOK: (u16, &str) = (
+    404,
+    "`WEBHOOK_NOT_FOUND`: no webhook endpoint with this id in your tenant.",
+);
+/// A body that is not a valid endpoint.
+const BAD_ENDPOINT: (u16, &str) = (
+    400,
+    "`VALIDATION_ERROR`: the webhook id is not a UUID, or the body is not a valid endpoint: a \
+     URL that is not http(s), does not resolve, or points at a private address; no events; a \
+     field of the wrong type or an unknown field.",
+);
+
+/// The error answers of the webhook operations (the spec's; see `crate::spec`).
+pub(crate) const ERRORS: &[OperationErrors] = &[
+    OperationErrors {
+        operation: "createWebhook",
+        answers: &[&[(
+            400,
+            "`VALIDATION_ERROR`: the body is not a valid endpoint: a URL that is not http(s), \
+             does not resolve, or points at a private address; no events; a field of the wrong \
+             type or an unknown field.",
+        )]],
+    },
+    OperationErrors {
+        operation: "listWebhooks",
+        answers: &[],
+    },
+    OperationErrors {
+        operation: "getWebhook",
+        answers: &[&[BAD_WEBHOOK_ID, NO_WEBHOOK]],
+    },
+    OperationErrors {
+        operation: "updateWebhook",
+        answers: &[&[BAD_ENDPOINT, NO_WEBHOOK]],
+    },
+    OperationErrors {
+        operation: "deleteWebhook",
+        answers: &[&[BAD_WEBHOOK_ID, NO_WEBHOOK]],
+    },
+    OperationErrors {
+        operation: "rotateWebhookSecret",
+        answers: &[&[BAD_WEBHOOK_ID, NO_WEBHOOK]],
+    },
+    OperationErrors {
+        operation: "testWebhook",
+        answers: &[&[BAD_WEBHOOK_ID, NO_WEBHOOK]],
+    },
+    OperationErrors {
+        operation: "listWebhookDeliveries",
+        answers: &[&[
+            (
+                400,
+                "`VALIDATION_ERROR`: the webhook id or `before` is not a UUID, `status` is not a \
+                 delivery status, or `limit` is not 1–100.",
+            ),
+            NO_WEBHOOK,
+        ]],
+    },
+    OperationErrors {
+        operation: "retryWebhookDelivery",
+        answers: &[&[
+            (
+                400,
+                "`VALIDATION_ERROR`: the webhook id or the delivery id is not a UUID.",
+            ),
+            (
+                404,
+                "`WEBHOOK_NOT_FOUND`: no webhook endpoint with this id in your tenant. \
+                 `DELIVERY_NOT_FOUND`: the endpoint has no delivery with this id.",
+            ),
+            (
+                409,
+                "`DELIVERY_EXPIRED`: a QR code event whose code expired is not sent again.",
+            ),
+        ]],
+    },
+];
 
 impl From<WebhookError> for ApiError {
     fn from(e: WebhookError) -> Self {
@@ -304,9 +508,13 @@ impl From<WebhookError> for ApiError {
             WebhookError::InvalidUrl { .. }
             | WebhookError::PrivateAddress { .. }
             | WebhookError::Invalid(_) => Self::validation(message),
-            WebhookError::EndpointNotFound(_) => Self::not_found("WEBHOOK_NOT_FOUND", message),
-            WebhookError::DeliveryNotFound { .. } => Self::not_found("DELIVERY_NOT_FOUND", message),
-            WebhookError::DeliveryExpired(_) => Self::conflict("DELIVERY_EXPIRED", message),
+            WebhookError::EndpointNotFound(_) => {
+                Self::not_found(ErrorCode::WebhookNotFound, message)
+            }
+            WebhookError::DeliveryNotFound { .. } => {
+                Self::not_found(ErrorCode::DeliveryNotFound, message)
+            }
+            WebhookError::DeliveryExpired(_) => Self::conflict(ErrorCode::DeliveryExpired, message),
             WebhookError::Client(_) => Self::internal(message),
             WebhookError::Store(store) => store.into(),
         }
@@ -315,6 +523,10 @@ impl From<WebhookError> for ApiError {
 
 fn names(events: Vec<WebhookEventType>) -> Vec<String> {
     events.into_iter().map(WebhookEventType::name).collect()
+}
+
+fn strings(texts: Vec<Text>) -> Vec<String> {
+    texts.into_iter().map(Text::into_string).collect()
 }
 
 /// Webhook endpoints and their deliveries.
@@ -336,10 +548,10 @@ impl WebhooksApi {
     ) -> Result<Json<WebhookCreatedResponse>, ApiError> {
         let body = body.0;
         let input = EndpointInput {
-            url: body.url,
+            url: body.url.into_string(),
             events: names(body.events),
-            device_ids: body.device_ids,
-            description: body.description,
+            device_ids: body.device_ids.map(strings),
+            description: body.description.map(Text::into_string),
         };
         let (endpoint, secret) = state.webhooks.create(auth.0.id, input).await?;
         Ok(WebhookCreatedResponse::success(
@@ -396,14 +608,14 @@ impl WebhooksApi {
     ) -> Result<Json<WebhookResponse>, ApiError> {
         let body = body.0;
         let changes = EndpointChanges {
-            url: body.url,
+            url: body.url.map(Text::into_string),
             events: body.events.map(names),
             device_ids: match body.device_ids {
                 MaybeUndefined::Undefined => None,
                 MaybeUndefined::Null => Some(None),
-                MaybeUndefined::Value(ids) => Some(Some(ids)),
+                MaybeUndefined::Value(ids) => Some(Some(strings(ids))),
             },
-            description: body.description,
+            description: body.description.map(Text::into_string),
             enabled: body.enabled,
         };
         let endpoint = state.webhooks.update(auth.0.id, id.0, changes).await?;
@@ -503,6 +715,7 @@ impl WebhooksApi {
         /// Only deliveries with this status.
         status: Query<Option<DeliveryStatusName>>,
         /// Deliveries per page, 1 to 100 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
         /// The `next_before` of the previous page.
         before: Query<Option<Uuid>>,

@@ -2,9 +2,6 @@
 //! `kill -9` leaves for the next process.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -12,102 +9,9 @@ use wagate_core::domain::DeviceId;
 use wagate_core::store::{DeviceChange, Store};
 use wagate_sandbox::{Sandbox, SandboxConfig};
 
+use crate::support::process::{Wagate, refused_start};
 use crate::support::receiver::{Received, Receiver};
 use crate::support::{Api, decode_qr, fetch, pg, plugin_library, state_changes};
-
-/// `wagate serve --sandbox` on a free port; killed when dropped.
-struct Wagate {
-    child: Child,
-    base: String,
-    /// Every line it printed after the one saying where it listens.
-    output: Arc<Mutex<Vec<String>>>,
-}
-
-impl Wagate {
-    /// `wagate serve` on `database_url` with `args`.
-    fn start_on(database_url: &str, args: &[&str]) -> Self {
-        let mut child = serve(database_url, args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("wagate starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let base = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("listening on ").map(str::to_string))
-            .expect("wagate prints where it listens");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let collected = Arc::clone(&output);
-        // Read to the end, so plugins printing to stdout never meet a closed pipe.
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        Self {
-            child,
-            base,
-            output,
-        }
-    }
-
-    /// Waits up to 10 s for a printed line that contains `needle`.
-    async fn wait_for_line(&self, needle: &str) -> String {
-        for _ in 0..100 {
-            if let Some(line) = self
-                .output
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "wagate printed no line with `{needle}`; it printed: {:?}",
-            self.output.lock().unwrap()
-        );
-    }
-
-    /// `kill -9`: no shutdown, no cleanup.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `wagate serve` on `database_url` with `args`, on a free port, as the tests run it.
-fn serve(database_url: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
-    command
-        .arg("serve")
-        .args(args)
-        .args(["--listen", "127.0.0.1:0", "--basic-auth", "admin:secret"])
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn");
-    command
-}
-
-/// Runs `wagate serve` expecting it to refuse to start; returns what it printed on stderr.
-fn refused_start(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = serve(database_url, args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("wagate runs");
-    assert!(!output.status.success(), "wagate started anyway");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-impl Drop for Wagate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_walkthrough_links_devices_over_http() {

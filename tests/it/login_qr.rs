@@ -183,3 +183,37 @@ async fn after_the_series_runs_out_login_starts_a_new_one() {
         .expect("the new code links");
     api.wait_logged_in("d1").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_time_scale_20_a_later_login_call_returns_a_code_the_phone_can_still_scan() {
+    // At this scale the first code lives 3 s and every later one 1 s: shorter than the engine's
+    // unscaled 2 s reuse margin was, so no code counted as showing.
+    let gateway = Gateway::start_with(Options {
+        time_scale: 20,
+        ..Options::default()
+    })
+    .await;
+    let (tenant, api) = gateway.tenant_with_id("acme").await;
+    api.create_device("d1").await;
+    let device = wagate_core::domain::DeviceId::parse("d1").unwrap();
+    let first = api.get("/devices/d1/login").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+
+    // Past the first code, as a person reading Swagger UI would be.
+    tokio::time::sleep(Duration::from_millis(3300)).await;
+    let later = api.get("/devices/d1/login").await;
+    assert_eq!(later.status, StatusCode::OK, "{}", later.body);
+    assert!(
+        later.body["results"]["qr_duration"].as_u64() >= Some(1),
+        "{}",
+        later.body
+    );
+    let showing = gateway
+        .manager
+        .current_qr(tenant, &device)
+        .await
+        .expect("the device is known")
+        .expect("a code is showing, for the sandbox phone to scan");
+    gateway.sandbox.scan_qr(&showing).await.expect("linked");
+    api.wait_logged_in("d1").await;
+}

@@ -4,6 +4,7 @@
 mod auth;
 #[cfg(feature = "sandbox")]
 mod binary;
+mod contract;
 mod devices;
 mod durable;
 mod login_code;

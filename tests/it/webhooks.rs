@@ -288,7 +288,7 @@ async fn bad_endpoint_input_is_refused_with_a_clear_error() {
     for (body, needle) in [
         (
             json!({ "url": "http://127.0.0.1/x", "events": [] }),
-            "at least one",
+            "at least 1 item",
         ),
         (
             json!({ "url": "http://127.0.0.1/x", "events": ["logged_on"] }),
@@ -515,4 +515,23 @@ async fn a_redirect_is_a_failed_attempt_not_followed() {
     }
     assert_eq!(log["status"], "delivered", "{log}");
     assert_eq!(log["attempts"], 2, "the 307 counted as a failed attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_delivery_log_shows_each_event_byte_for_byte_as_the_endpoint_received_it() {
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+    let receiver = Receiver::start().await;
+    let (endpoint, _) = subscribe(&api, &receiver.url, &["state_changed"], None).await;
+
+    let queued = api.post(&format!("/webhooks/{endpoint}/test")).await;
+    assert_eq!(queued.status, StatusCode::OK, "{}", queued.body);
+    let received = receiver.wait_for("ping", Duration::from_secs(10)).await;
+
+    let log = deliveries(&api, &endpoint).await;
+    assert_eq!(log[0]["event_type"], "ping");
+    let shown = serde_json::to_string(&log[0]["event"]).expect("JSON");
+    assert_eq!(shown, String::from_utf8_lossy(&received.body));
+    let occurred_at = log[0]["event"]["occurred_at"].as_str().expect("a time");
+    assert!(occurred_at.ends_with('Z'), "{occurred_at}");
 }

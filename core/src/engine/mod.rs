@@ -145,10 +145,11 @@ pub struct QrLogin {
 }
 
 impl QrLogin {
-    /// Seconds left on the code, capped at 30 as the Go gateway's clients expect.
+    /// Seconds left on the code, rounded up (a code with half a second left is not "0 seconds"
+    /// while it is still handed out), capped at 30 as the Go gateway's clients expect.
     pub fn duration_secs(&self) -> u64 {
-        let left = (self.expires_at - Utc::now()).num_seconds().max(0) as u64;
-        left.min(30)
+        let left_ms = (self.expires_at - Utc::now()).num_milliseconds().max(0) as u64;
+        left_ms.div_ceil(1000).min(30)
     }
 }
 

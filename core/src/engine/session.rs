@@ -44,7 +44,8 @@ pub(crate) enum Command {
 
 /// How long WhatsApp keeps a pairing code valid.
 const PAIR_CODE_VALIDITY: Duration = Duration::from_secs(180);
-/// A code this close to expiry is not handed out again.
+/// A code this close to expiry is not handed out again. Scaled with the sandbox's time scale like
+/// the codes' lifetimes, or at a high scale every code would count as expired from the start.
 const REUSE_MARGIN: Duration = Duration::from_secs(2);
 /// How long a client gets to shut down before it is aborted.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -197,9 +198,10 @@ impl Session {
     }
 
     fn live_qr(&self) -> Option<&QrLogin> {
+        let margin = self.scaled(REUSE_MARGIN);
         self.qr
             .as_ref()
-            .filter(|q| q.until > Instant::now() + REUSE_MARGIN)
+            .filter(|q| q.until > Instant::now() + margin)
             .map(|q| &q.login)
     }
 
@@ -229,7 +231,7 @@ impl Session {
         }
         if let Some(code) = &self.code
             && code.phone == phone
-            && code.until > Instant::now() + REUSE_MARGIN
+            && code.until > Instant::now() + self.scaled(REUSE_MARGIN)
         {
             let _ = reply.send(Ok(code.login.clone()));
             return;

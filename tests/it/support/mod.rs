@@ -23,6 +23,9 @@ use wagate_sandbox::{Sandbox, SandboxConfig};
 pub mod pg;
 
 pub mod nats;
+// The real binary exists only for the test target (the benchmarks share this module).
+#[cfg(all(test, feature = "sandbox"))]
+pub mod process;
 pub mod receiver;
 
 /// How a test gateway runs.
@@ -341,24 +344,49 @@ impl Api {
         }
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some((user, pass)) = &self.auth {
-            request = request.basic_auth(user, Some(pass));
+    /// A request to `path` with this client's credentials.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.auth {
+            Some((user, pass)) => request.basic_auth(user, Some(pass)),
+            None => request,
         }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
+    }
+
+    /// Sends `request` and decodes the answer.
+    async fn answer(request: reqwest::RequestBuilder) -> Answer {
         let response = request.send().await.expect("the gateway answers");
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.expect("body");
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Answer {
             status,
             headers,
-            body,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         }
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Answer {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Self::answer(request).await
+    }
+
+    /// `method path` with a body of `content_type`, as a client that is not JSON-minded sends it.
+    pub async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: &'static str,
+    ) -> Answer {
+        let request = self
+            .request(method, path)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        Self::answer(request).await
     }
 
     /// `GET path`.

@@ -1,0 +1,100 @@
+//! `Text`: a request field that must be a JSON string.
+//!
+//! poem-openapi's `String` also takes numbers and booleans (`{"device_id": 0}` becomes `"0"`),
+//! which the spec does not say and which hides a client's bug; request bodies use `Text`
+//! instead, so a number where the spec says string is a 400 naming the field.
+
+use std::borrow::Cow;
+
+use poem_openapi::registry::MetaSchemaRef;
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use serde_json::Value;
+
+/// A string taken only from a JSON string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl Text {
+    /// The string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Text {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl Type for Text {
+    const IS_REQUIRED: bool = true;
+
+    type RawValueType = Self;
+
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        String::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        String::schema_ref()
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl ParseFromJSON for Text {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            Value::String(s) => Ok(Self(s)),
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl ToJSON for Text {
+    fn to_json(&self) -> Option<Value> {
+        Some(Value::String(self.0.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_string_is_text() {
+        let text = Text::parse_from_json(Some(Value::from("my-device-id"))).unwrap();
+        assert_eq!(text.as_ref(), "my-device-id");
+    }
+
+    #[test]
+    fn numbers_booleans_and_null_are_not_text() {
+        for value in [Value::from(0), Value::from(true), Value::Null] {
+            assert!(
+                Text::parse_from_json(Some(value.clone())).is_err(),
+                "{value}"
+            );
+        }
+    }
+}

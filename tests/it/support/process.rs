@@ -1,0 +1,108 @@
+//! The real `wagate` binary as a child process: started on a free port against a test database,
+//! its output collected, killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// `wagate serve --sandbox` on a free port; killed when dropped.
+pub struct Wagate {
+    child: Child,
+    /// Where it serves, e.g. `http://127.0.0.1:40123`.
+    pub base: String,
+    /// Every line it printed after the one saying where it listens.
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Wagate {
+    /// `wagate serve` on `database_url` with `args`.
+    pub fn start_on(database_url: &str, args: &[&str]) -> Self {
+        Self::start_with_env(database_url, args, &[])
+    }
+
+    /// `wagate serve` on `database_url` with `args` and the variables `env` set.
+    pub fn start_with_env(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = serve(database_url, args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("wagate starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let base = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("listening on ").map(str::to_string))
+            .expect("wagate prints where it listens");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let collected = Arc::clone(&output);
+        // Read to the end, so plugins printing to stdout never meet a closed pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            base,
+            output,
+        }
+    }
+
+    /// Waits up to 10 s for a printed line that contains `needle`.
+    pub async fn wait_for_line(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            if let Some(line) = self
+                .output
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "wagate printed no line with `{needle}`; it printed: {:?}",
+            self.output.lock().unwrap()
+        );
+    }
+
+    /// `kill -9`: no shutdown, no cleanup.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `wagate serve` on `database_url` with `args`, on a free port, as the tests run it.
+pub fn serve(database_url: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
+    command
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--basic-auth", "admin:secret"])
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+/// Runs `wagate serve` expecting it to refuse to start; returns what it printed on stderr.
+pub fn refused_start(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = serve(database_url, args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("wagate runs");
+    assert!(!output.status.success(), "wagate started anyway");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+impl Drop for Wagate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
