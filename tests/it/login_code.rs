@@ -1,8 +1,10 @@
 //! `POST /devices/{device_id}/login/code?phone=…`: the pairing-code login of the seed.
 
+use std::time::Duration;
+
 use reqwest::StatusCode;
 
-use crate::support::Gateway;
+use crate::support::{Gateway, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entered_pairing_code_logs_the_device_in() {
@@ -80,4 +82,33 @@ async fn bad_phone_numbers_are_rejected_and_change_nothing() {
         gateway.sandbox.clients().is_empty(),
         "no connection to WhatsApp was opened"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_while_a_pairing_code_is_requested_cancels_that_login_at_once() {
+    let gateway = Gateway::start_with(Options {
+        login_timeout: Duration::from_secs(10),
+        ..Options::default()
+    })
+    .await;
+    let api = gateway.tenant("acme").await;
+    api.create_device("d1").await;
+    // WhatsApp is unreachable, so the code cannot arrive before the reconnect.
+    gateway.sandbox.set_outage(true);
+    let waiting = {
+        let api = api.clone();
+        tokio::spawn(async move { api.post("/devices/d1/login/code?phone=628912344551").await })
+    };
+    api.wait_state("d1", "connecting").await;
+
+    let reconnect = api.post("/devices/d1/reconnect").await;
+
+    assert_eq!(reconnect.status, StatusCode::OK, "{}", reconnect.body);
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered long before the login timeout")
+        .expect("the call ran");
+    assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+    assert_eq!(answer.code(), "LOGIN_CANCELLED");
+    gateway.sandbox.set_outage(false);
 }

@@ -165,6 +165,9 @@ impl Session {
             Command::Reconnect(reply) => {
                 let resume = self.running.is_some() || self.state == DeviceState::LoggedIn;
                 self.stop_client().await;
+                // The pairing code being requested died with the client; a QR login carries on
+                // with the new client's codes.
+                self.cancel_code_waiters();
                 let result = if resume {
                     self.start_client().await
                 } else {
@@ -560,6 +563,14 @@ impl Session {
         if self.qr_waiters.is_empty() && self.code_waiters.is_empty() {
             self.deadline = None;
         }
+    }
+
+    fn cancel_code_waiters(&mut self) {
+        let device = self.device().clone();
+        for (_, reply) in std::mem::take(&mut self.code_waiters) {
+            let _ = reply.send(Err(LoginError::Cancelled(device.clone())));
+        }
+        self.settle_deadline();
     }
 
     fn fail_waiters(&mut self, error: impl Fn() -> LoginError) {
