@@ -156,7 +156,8 @@ pub struct CreateWebhookRequest {
     /// The event types to receive; at least one.
     #[oai(validator(min_items = 1))]
     pub events: Vec<WebhookEventType>,
-    /// Only these devices' events; leave out (or null) for every device.
+    /// Only these devices' events (at least one); leave out (or null) for every device.
+    #[oai(validator(min_items = 1))]
     pub device_ids: Option<Vec<Text>>,
     /// A label for people.
     pub description: Option<Text>,
@@ -182,7 +183,8 @@ pub struct UpdateWebhookRequest {
     /// New event types; at least one.
     #[oai(validator(min_items = 1))]
     pub events: Option<Vec<WebhookEventType>>,
-    /// A new device filter; null for every device.
+    /// A new device filter (at least one device); null for every device.
+    #[oai(validator(min_items = 1))]
     pub device_ids: MaybeUndefined<Vec<Text>>,
     /// A new label.
     pub description: Option<Text>,
