@@ -10,6 +10,8 @@ mod durable;
 mod login_code;
 mod login_qr;
 mod plugins;
+#[cfg(feature = "sandbox")]
+mod sdks;
 mod spec;
 mod support;
 mod webhooks;
