@@ -11,6 +11,8 @@ mod login_code;
 mod login_qr;
 mod plugins;
 #[cfg(feature = "sandbox")]
+mod schemathesis;
+#[cfg(feature = "sandbox")]
 mod sdks;
 mod spec;
 mod support;
