@@ -287,7 +287,7 @@ impl DevicesApi {
         Ok(DeviceResponse::success("Device added", device.into()))
     }
 
-    /// Device info
+    /// Get a device
     #[oai(
         path = "/devices/:device_id",
         method = "get",
@@ -369,7 +369,7 @@ impl DevicesApi {
         Ok(acted("Reconnect requested", &id))
     }
 
-    /// Device status
+    /// Get a device's status
     #[oai(
         path = "/devices/:device_id/status",
         method = "get",

@@ -56,9 +56,19 @@ pub(crate) use envelope;
 
 /// The envelope of an error: `code` says what went wrong, `message` what to do about it.
 #[derive(Debug, Clone, Object)]
+#[oai(example)]
 pub struct ErrorEnvelope {
     /// What went wrong, for programs.
     pub code: ErrorCode,
     /// What failed and what to do.
     pub message: String,
+}
+
+impl poem_openapi::types::Example for ErrorEnvelope {
+    fn example() -> Self {
+        Self {
+            code: ErrorCode::DeviceNotFound,
+            message: "device `my-device-id` not found: create it first with POST /devices".into(),
+        }
+    }
 }

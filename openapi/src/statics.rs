@@ -66,7 +66,7 @@ pub struct StaticsApi;
 
 #[OpenApi]
 impl StaticsApi {
-    /// QR code image
+    /// Get a QR code image
     ///
     /// The PNG behind a login's `qr_link`. No authentication: the name is unguessable, and the
     /// image is gone (404) once its code expires.
@@ -97,7 +97,7 @@ impl StaticsApi {
         Ok(QrImageResponse::Png(Binary(png), "no-store".to_string()))
     }
 
-    /// Health check
+    /// Check health
     #[oai(
         path = "/health",
         method = "get",

@@ -579,7 +579,7 @@ impl WebhooksApi {
         ))
     }
 
-    /// Webhook info
+    /// Get a webhook
     #[oai(path = "/webhooks/:id", method = "get", operation_id = "getWebhook")]
     async fn get(
         &self,
