@@ -12,14 +12,33 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::WebhookError;
 
-/// Whether `ip` is an address on the public internet.
+/// Whether `ip` is an address on the public internet. An IPv6 address that carries an IPv4
+/// address (mapped, compatible, translated, NAT64, 6to4, Teredo) is judged by that address too:
+/// `[::127.0.0.1]` reaches loopback wherever the host stack or a translator unwraps it.
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(v6),
-        },
+        IpAddr::V6(v6) => is_public_v6(v6) && embedded_ipv4(v6).into_iter().all(is_public_v4),
+    }
+}
+
+/// The IPv4 addresses an IPv6 address carries, by the prefixes that embed one.
+fn embedded_ipv4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    match s {
+        // ::a.b.c.d (compatible, deprecated), ::ffff:a.b.c.d (mapped), ::ffff:0:a.b.c.d
+        // (translated, RFC 2765).
+        [0, 0, 0, 0, 0, 0 | 0xffff, hi, lo] | [0, 0, 0, 0, 0xffff, 0, hi, lo] => vec![v4(hi, lo)],
+        // 64:ff9b::/96, NAT64 (RFC 6052).
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => vec![v4(hi, lo)],
+        // 2002::/16, 6to4: the IPv4 address follows the prefix.
+        [0x2002, hi, lo, ..] => vec![v4(hi, lo)],
+        // 2001::/32, Teredo: the server's address, then the client's, bits inverted.
+        [0x2001, 0, server_hi, server_lo, _, _, client_hi, client_lo] => {
+            vec![v4(server_hi, server_lo), v4(!client_hi, !client_lo)]
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -51,7 +70,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         // fe80::/10, link-local.
         || (first & 0xffc0) == 0xfe80
         // 2001:db8::/32, documentation.
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8))
+        || (first == 0x2001 && ip.segments()[1] == 0x0db8)
+        // 64:ff9b:1::/48, NAT64 for local use (RFC 8215).
+        || (first == 0x64 && ip.segments()[1] == 0xff9b && ip.segments()[2] == 1))
 }
 
 /// Checks an endpoint URL: http or https, with a host that resolves, and (unless
@@ -152,6 +173,55 @@ mod tests {
         }
         for ip in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111"] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn ipv6_forms_that_carry_a_private_ipv4_address_are_not_public() {
+        for ip in [
+            // IPv4-compatible, in two spellings.
+            "::127.0.0.1",
+            "0::127.0.0.1",
+            "::10.0.0.1",
+            // IPv4-mapped and IPv4-translated.
+            "::ffff:192.168.1.1",
+            "::ffff:0:127.0.0.1",
+            // NAT64, well-known and local-use prefixes.
+            "64:ff9b::127.0.0.1",
+            "64:ff9b:1::a00:1",
+            // 6to4 of 127.0.0.1 and 10.1.2.3.
+            "2002:7f00:1::1",
+            "2002:a01:203::",
+            // Teredo: a client at 127.0.0.1 (inverted bits), a server at 10.0.0.1.
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+            "2001:0:a00:1:8000:63bf:3fff:fdd2",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "::ffff:8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+        ] {
+            assert!(
+                is_public(ip.parse().unwrap()),
+                "{ip} carries a public address"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn urls_with_embedded_private_ipv4_addresses_are_refused() {
+        for url in [
+            "http://[::127.0.0.1]:9/",
+            "http://[0::127.0.0.1]:9/",
+            "http://[::ffff:0:127.0.0.1]:9/",
+            "http://[64:ff9b::7f00:1]:9/",
+            "http://[2002:7f00:1::1]:9/",
+            "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]:9/",
+        ] {
+            assert!(check_url(url, false).await.is_err(), "{url}");
         }
     }
 
