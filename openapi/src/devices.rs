@@ -78,7 +78,8 @@ pub struct CreateDeviceRequest {
     /// 1–64 of letters, digits, `-`, `_`, `.`, `@`; a UUID is chosen when absent.
     #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
     pub device_id: Option<Text>,
-    /// A label for people.
+    /// A label for people, at most 256 characters.
+    #[oai(validator(max_length = 256, custom = "crate::text::Storable"))]
     pub display_name: Option<Text>,
 }
 

@@ -30,6 +30,9 @@ pub enum ApiError {
     /// The device already exists, or the request conflicts with what is stored.
     #[oai(status = 409)]
     Conflict(Json<ErrorEnvelope>),
+    /// The body is larger than the gateway takes.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorEnvelope>),
     /// The body is not JSON.
     #[oai(status = 415)]
     UnsupportedMediaType(Json<ErrorEnvelope>),
@@ -74,6 +77,8 @@ pub enum ErrorCode {
     DeliveryExpired,
     /// The device was deleted or logged out while its login was pending (409).
     LoginCancelled,
+    /// The body is larger than 64 KiB (413).
+    PayloadTooLarge,
     /// The body is not `application/json` (415).
     UnsupportedMediaType,
     /// WhatsApp asked to slow down; retry after `Retry-After` seconds (429).
@@ -92,6 +97,9 @@ fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorEnvelope> {
         message: message.into(),
     })
 }
+
+/// The largest request body the gateway reads; every body it takes is far smaller.
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// The challenge a 401 carries, so browsers and HTTP clients offer Basic credentials.
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"wagate\"";
@@ -123,6 +131,14 @@ impl ApiError {
         Self::Conflict(body(code, message))
     }
 
+    /// 413 `PAYLOAD_TOO_LARGE`.
+    pub fn payload_too_large() -> Self {
+        Self::PayloadTooLarge(body(
+            ErrorCode::PayloadTooLarge,
+            format!("the body is larger than {} KiB: send less", MAX_BODY / 1024),
+        ))
+    }
+
     /// 500 `INTERNAL_SERVER_ERROR`; the detail goes to the log, not to the caller.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {detail}");
@@ -139,6 +155,7 @@ impl ApiError {
             Self::Unauthorized(..) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
@@ -246,18 +263,30 @@ pub(crate) fn envelope_errors(error: poem::Error, path: &str, routes: &Routes) -
     answer.into_response()
 }
 
-/// poem-openapi's wording of a parse failure, made readable: `verify failed. pattern(…)` and
-/// `verification failed. minItems(1)` become `must satisfy pattern(…)` and `must have at least 1
-/// item`.
+/// poem-openapi's wording of a parse failure, made readable: `verification failed.
+/// maxLength(256)` becomes `must have at most 256 characters`, and so on for each rule.
 fn plain(reason: &str) -> String {
-    let reason = reason
-        .replace("verify failed. ", "must satisfy ")
-        .replace("verification failed. ", "must satisfy ");
-    match reason.split_once("must satisfy minItems(") {
-        Some((before, rest)) => {
-            let n = rest.trim_end_matches(')');
-            format!("{before}must have at least {n} item(s)")
-        }
-        None => reason,
-    }
+    const FAILED: [&str; 2] = ["verification failed. ", "verify failed. "];
+    let Some((before, rule)) = FAILED.iter().find_map(|f| reason.split_once(f)) else {
+        return reason.to_string();
+    };
+    let argument = |name: &str| {
+        rule.strip_prefix(name)
+            .and_then(|r| r.strip_prefix('('))
+            .and_then(|r| r.split([')', ',']).next())
+    };
+    let rule = if let Some(n) = argument("maxLength") {
+        format!("must have at most {n} characters")
+    } else if let Some(n) = argument("minItems") {
+        format!("must have at least {n} item(s)")
+    } else if let Some(n) = argument("maximum") {
+        format!("must be at most {n}")
+    } else if let Some(n) = argument("minimum") {
+        format!("must be at least {n}")
+    } else if let Some(pattern) = rule.strip_prefix("pattern(") {
+        format!("must match {}", pattern.trim_end_matches(')'))
+    } else {
+        format!("must be {rule}")
+    };
+    format!("{before}{rule}")
 }

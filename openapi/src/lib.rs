@@ -20,9 +20,10 @@ mod webhooks;
 use std::sync::Arc;
 
 use poem::endpoint::make_sync;
+use poem::error::ReadBodyError;
 use poem::middleware::Tracing;
 use poem::web::Html;
-use poem::{Endpoint, EndpointExt, Request, Response, Route};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 use wagate_core::engine::DeviceManager;
 use wagate_core::plugins::PluginCounters;
@@ -223,10 +224,22 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
                     .body(yaml.clone())
             }),
         )
-        .around(move |endpoint, req| {
+        .around(move |endpoint, mut req| {
             let routes = Arc::clone(&routes);
             async move {
                 let path = req.uri().path().to_string();
+                // Bodies are read here, within the limit, whatever their Content-Length says.
+                match req.take_body().into_bytes_limit(error::MAX_BODY).await {
+                    Ok(bytes) => req.set_body(bytes),
+                    Err(ReadBodyError::PayloadTooLarge) => {
+                        return Ok(ApiError::payload_too_large().into_response());
+                    }
+                    Err(e) => {
+                        let unread =
+                            ApiError::validation(format!("the body could not be read: {e}"));
+                        return Ok(unread.into_response());
+                    }
+                }
                 Ok(match endpoint.call(req).await {
                     Ok(response) => response,
                     Err(e) => error::envelope_errors(e, &path, &routes),

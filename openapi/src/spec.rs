@@ -13,7 +13,7 @@
 use serde_json::{Map, Value, json};
 
 /// The error answers of one operation, besides those its kind always has: 401 when it needs
-/// credentials, 415 when it takes a body, and 500 unless it is listed in `INFALLIBLE`.
+/// credentials, 413 and 415 when it takes a body, and 500 unless it is listed in `INFALLIBLE`.
 pub(crate) struct OperationErrors {
     /// Its `operationId`.
     pub operation: &'static str,
@@ -284,6 +284,7 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
         ));
     }
     if operation.get("requestBody").is_some() {
+        answers.push((413, "`PAYLOAD_TOO_LARGE`: the body is larger than 64 KiB."));
         answers.push((
             415,
             "`UNSUPPORTED_MEDIA_TYPE`: the body is not sent as `application/json`.",

@@ -5,10 +5,28 @@
 //! instead, so a number where the spec says string is a 400 naming the field.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use poem_openapi::registry::MetaSchemaRef;
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::validation::Validator;
 use serde_json::Value;
+
+/// Refuses text with a NUL character (U+0000): PostgreSQL cannot store one in a text column,
+/// so it would otherwise fail the request with a 500 after the input was accepted.
+pub struct Storable;
+
+impl<T: AsRef<str>> Validator<T> for Storable {
+    fn check(&self, value: &T) -> bool {
+        !value.as_ref().contains('\0')
+    }
+}
+
+impl fmt::Display for Storable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("free of NUL characters (U+0000)")
+    }
+}
 
 /// A string taken only from a JSON string.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +104,12 @@ mod tests {
     fn a_json_string_is_text() {
         let text = Text::parse_from_json(Some(Value::from("my-device-id"))).unwrap();
         assert_eq!(text.as_ref(), "my-device-id");
+    }
+
+    #[test]
+    fn text_with_a_nul_character_is_not_storable() {
+        assert!(!Storable.check(&Text::from("a\0b")));
+        assert!(Storable.check(&Text::from("ab")));
     }
 
     #[test]

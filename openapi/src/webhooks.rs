@@ -151,7 +151,9 @@ impl Example for WebhookWithSecret {
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct CreateWebhookRequest {
-    /// An http(s) URL on a public address (private ones need WAGATE_WEBHOOK_ALLOW_PRIVATE).
+    /// An http(s) URL on a public address (private ones need WAGATE_WEBHOOK_ALLOW_PRIVATE), at
+    /// most 2,048 characters.
+    #[oai(validator(max_length = 2048, custom = "crate::text::Storable"))]
     pub url: Text,
     /// The event types to receive; at least one.
     #[oai(validator(min_items = 1))]
@@ -159,7 +161,8 @@ pub struct CreateWebhookRequest {
     /// Only these devices' events (at least one); leave out (or null) for every device.
     #[oai(validator(min_items = 1))]
     pub device_ids: Option<Vec<Text>>,
-    /// A label for people.
+    /// A label for people, at most 256 characters.
+    #[oai(validator(max_length = 256, custom = "crate::text::Storable"))]
     pub description: Option<Text>,
 }
 
@@ -178,7 +181,8 @@ impl Example for CreateWebhookRequest {
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct UpdateWebhookRequest {
-    /// A new URL.
+    /// A new URL, at most 2,048 characters.
+    #[oai(validator(max_length = 2048, custom = "crate::text::Storable"))]
     pub url: Option<Text>,
     /// New event types; at least one.
     #[oai(validator(min_items = 1))]
@@ -186,7 +190,8 @@ pub struct UpdateWebhookRequest {
     /// A new device filter (at least one device); null for every device.
     #[oai(validator(min_items = 1))]
     pub device_ids: MaybeUndefined<Vec<Text>>,
-    /// A new label.
+    /// A new label, at most 256 characters.
+    #[oai(validator(max_length = 256, custom = "crate::text::Storable"))]
     pub description: Option<Text>,
     /// Enable or disable deliveries; enabling clears `disabled_reason`.
     pub enabled: Option<bool>,

@@ -144,3 +144,105 @@ async fn timestamps_are_utc_with_a_z() {
         .expect("a time");
     assert!(created.ends_with('Z'), "{created}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_in_a_text_field_is_refused_naming_the_field() {
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+    let receiver = crate::support::receiver::Receiver::start().await;
+    let created = api
+        .post_json(
+            "/webhooks",
+            json!({ "url": receiver.url, "events": ["logged_in"] }),
+        )
+        .await;
+    let webhook = created.body["results"]["id"].as_str().expect("an id");
+
+    let device = api
+        .post_json("/devices", json!({ "display_name": "a\u{0}b" }))
+        .await;
+    let new_webhook = api
+        .post_json(
+            "/webhooks",
+            json!({ "url": receiver.url, "events": ["logged_in"], "description": "a\u{0}b" }),
+        )
+        .await;
+    let changed = api
+        .patch_json(
+            &format!("/webhooks/{webhook}"),
+            json!({ "description": "a\u{0}b" }),
+        )
+        .await;
+
+    for (answer, field) in [
+        (&device, "`display_name`"),
+        (&new_webhook, "`description`"),
+        (&changed, "`description`"),
+    ] {
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+        assert_eq!(answer.code(), "VALIDATION_ERROR");
+        let message = answer.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field) && message.contains("NUL"),
+            "{message}"
+        );
+    }
+    assert_eq!(api.get("/devices").await.body["results"], json!([]));
+    let webhooks = api.get("/webhooks").await.body["results"].clone();
+    assert_eq!(webhooks.as_array().map(Vec::len), Some(1));
+    assert_eq!(webhooks[0]["description"], "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_fields_are_bounded_and_say_by_how_much() {
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+
+    let long_name = api
+        .post_json("/devices", json!({ "display_name": "x".repeat(257) }))
+        .await;
+    let long_url = api
+        .post_json(
+            "/webhooks",
+            json!({ "url": format!("https://example.com/{}", "x".repeat(2048)), "events": ["logged_in"] }),
+        )
+        .await;
+    let longest_name = api
+        .post_json("/devices", json!({ "display_name": "é".repeat(256) }))
+        .await;
+
+    for (answer, needle) in [(&long_name, "256"), (&long_url, "2048")] {
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+        let message = answer.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{message}");
+    }
+    assert_eq!(longest_name.status, StatusCode::OK, "{}", longest_name.body);
+    assert_eq!(
+        api.get("/devices").await.body["results"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_64_kib_is_413_and_changes_nothing() {
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+
+    let answer = api
+        .post_json(
+            "/devices",
+            json!({ "display_name": "x".repeat(1024 * 1024) }),
+        )
+        .await;
+
+    assert_eq!(
+        answer.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.code(), "PAYLOAD_TOO_LARGE");
+    assert_eq!(api.get("/devices").await.body["results"], json!([]));
+}

@@ -167,7 +167,7 @@ fn every_operation_lists_only_the_errors_it_can_answer() {
     );
     assert_eq!(
         statuses("createDevice"),
-        ["200", "400", "401", "409", "415", "500"]
+        ["200", "400", "401", "409", "413", "415", "500"]
     );
 }
 
