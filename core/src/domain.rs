@@ -29,11 +29,13 @@ pub struct Tenant {
 /// A device id was not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error(
-    "device_id `{0}` must be 1 to 64 characters of letters, digits, `-`, `_`, `.` or `@`, e.g. my-device-1"
+    "device_id `{0}` must be 1 to 64 characters of letters, digits, `-`, `_`, `.` or `@`, and not `.` or `..`, e.g. my-device-1"
 )]
 pub struct InvalidDeviceId(pub String);
 
-/// A tenant's name for a device slot: 1–64 of letters, digits, `-`, `_`, `.`, `@`.
+/// A tenant's name for a device slot: 1–64 of letters, digits, `-`, `_`, `.`, `@`, and not `.` or
+/// `..` (HTTP clients normalise those path segments away, so such a device could not be named in
+/// a URL).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct DeviceId(String);
@@ -42,9 +44,16 @@ impl DeviceId {
     /// The longest id accepted.
     pub const MAX_LEN: usize = 64;
 
+    /// `parse`'s rule as a regular expression, for the spec (without look-ahead, which not every
+    /// engine has): a first character that is not a dot, or one dot and then one, or two dots
+    /// and at least one more character.
+    pub const PATTERN: &str = r"^(?:[A-Za-z0-9_@-][A-Za-z0-9_.@-]{0,63}|\.[A-Za-z0-9_@-][A-Za-z0-9_.@-]{0,62}|\.\.[A-Za-z0-9_.@-]{1,62})$";
+
     /// Validates `raw` as a device id.
     pub fn parse(raw: &str) -> Result<Self, InvalidDeviceId> {
         let ok = !raw.is_empty()
+            && raw != "."
+            && raw != ".."
             && raw.len() <= Self::MAX_LEN
             && raw
                 .bytes()
@@ -150,8 +159,53 @@ mod tests {
         for ok in ["a", "my-device_1.x@y", &"x".repeat(64)] {
             assert!(DeviceId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "has space", "slash/", &"x".repeat(65), "ümlaut"] {
+        for bad in [
+            "",
+            "has space",
+            "slash/",
+            &"x".repeat(65),
+            "ümlaut",
+            ".",
+            "..",
+        ] {
             assert!(DeviceId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_pattern_says_what_parse_accepts() {
+        let pattern = regex::Regex::new(DeviceId::PATTERN).expect("a regular expression");
+        let samples = [
+            "",
+            ".",
+            "..",
+            "...",
+            ".a",
+            "..a",
+            "a.",
+            "a..b",
+            "a",
+            "@",
+            "-",
+            "_x",
+            "has space",
+            "slash/",
+            "ümlaut",
+            "my-device_1.x@y",
+        ];
+        let lengths = [63, 64, 65].map(|n| "x".repeat(n));
+        let dotted = [62, 63, 64].map(|n| format!("..{}", "x".repeat(n)));
+        for sample in samples
+            .iter()
+            .copied()
+            .chain(lengths.iter().map(String::as_str))
+            .chain(dotted.iter().map(String::as_str))
+        {
+            assert_eq!(
+                pattern.is_match(sample),
+                DeviceId::parse(sample).is_ok(),
+                "{sample:?}"
+            );
         }
     }
 

@@ -75,8 +75,7 @@ impl From<Device> for DeviceInfo {
 #[derive(Debug, Clone, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct CreateDeviceRequest {
-    /// 1–64 of letters, digits, `-`, `_`, `.`, `@`; a UUID is chosen when absent.
-    #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
+    /// 1–64 of letters, digits, `-`, `_`, `.`, `@` (not `.` or `..`); a UUID is chosen when absent.
     pub device_id: Option<Text>,
     /// A label for people, at most 256 characters.
     #[oai(validator(max_length = 256, custom = "crate::text::Storable"))]
@@ -175,7 +174,7 @@ envelope!(
 /// A malformed device id in the path.
 pub(crate) const BAD_DEVICE_ID: (u16, &str) = (
     400,
-    "`VALIDATION_ERROR`: the device id is not 1–64 of letters, digits, `-`, `_`, `.`, `@`.",
+    "`VALIDATION_ERROR`: the device id is not 1–64 of letters, digits, `-`, `_`, `.`, `@` (not `.` or `..`).",
 );
 /// No such device.
 pub(crate) const NO_DEVICE: (u16, &str) = (
@@ -299,7 +298,6 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
-        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<DeviceResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
@@ -320,7 +318,6 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
-        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
@@ -341,7 +338,6 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
-        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
@@ -362,7 +358,6 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
-        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
@@ -381,7 +376,6 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
-        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<DeviceStatusResponse>, ApiError> {
         let id = self::device_id(&device_id)?;

@@ -140,7 +140,6 @@ impl LoginApi {
         state: Data<&Arc<ApiState>>,
         req: &Request,
         /// The device to log in.
-        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
     ) -> Result<Json<QrLoginResponse>, ApiError> {
         let id = self::device_id(&device_id)?;
@@ -171,7 +170,6 @@ impl LoginApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device to log in.
-        #[oai(validator(pattern = r"^[A-Za-z0-9_.@-]{1,64}$"))]
         device_id: Path<String>,
         /// Phone number to pair with: country code and number, digits only (a leading + is
         /// allowed), e.g. 628912344551.

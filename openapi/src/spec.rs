@@ -11,6 +11,7 @@
 //! - A union of events names its discriminator, so generators make a tagged union.
 
 use serde_json::{Map, Value, json};
+use wagate_core::domain::DeviceId;
 
 /// The error answers of one operation, besides those its kind always has: 401 when it needs
 /// credentials, 413 and 415 when it takes a body, and 500 unless it is listed in `INFALLIBLE`.
@@ -57,6 +58,9 @@ pub(crate) fn refine(raw: &str, errors: &[&[OperationErrors]]) -> Value {
     if let Some(schemas) = spec["components"]["schemas"].as_object_mut() {
         for (name, schema) in schemas.iter_mut() {
             declare_nulls(name, schema, requests.contains(name));
+            if requests.contains(name) {
+                state_device_id_rule(schema);
+            }
         }
         flatten_tagged_unions(schemas);
     }
@@ -172,6 +176,23 @@ fn declare_nulls(name: &str, schema: &mut Value, is_request: bool) {
         let mut all = required;
         all.extend(optional.into_iter().map(Value::String));
         schema["required"] = Value::Array(all);
+    }
+}
+
+/// A device id in a request follows `DeviceId::PATTERN`; the handlers check it with
+/// `DeviceId::parse` (one rule, one owner), so the spec states it here.
+fn state_device_id_rule(schema: &mut Value) {
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(id) = properties.get_mut("device_id") {
+        id["pattern"] = Value::from(DeviceId::PATTERN);
+    }
+    if let Some(items) = properties
+        .get_mut("device_ids")
+        .and_then(|p| p.get_mut("items"))
+    {
+        items["pattern"] = Value::from(DeviceId::PATTERN);
     }
 }
 
@@ -318,6 +339,9 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
             .find(|(n, _)| *n == name)
             .unwrap_or_else(|| panic!("parameter {name} of {id} has no example"));
         parameter["example"] = serde_json::from_str(example.1).expect("examples are JSON");
+        if name == "device_id" {
+            parameter["schema"]["pattern"] = Value::from(DeviceId::PATTERN);
+        }
     }
 }
 

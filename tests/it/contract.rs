@@ -68,7 +68,7 @@ async fn a_malformed_path_parameter_is_named_in_the_error() {
     for (answer, name) in [
         (&webhook, "`id`"),
         (&delivery, "`delivery_id`"),
-        (&device, "`device_id`"),
+        (&device, "device_id"),
     ] {
         assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
         assert_eq!(answer.code(), "VALIDATION_ERROR");

@@ -92,3 +92,25 @@ async fn bad_device_ids_and_bodies_are_validation_errors() {
             .is_empty()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_ids_dot_and_dot_dot_are_refused_as_no_url_could_name_them() {
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+
+    for id in [".", ".."] {
+        let answer = api.post_json("/devices", json!({ "device_id": id })).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{id}: {}",
+            answer.body
+        );
+        assert_eq!(answer.code(), "VALIDATION_ERROR");
+    }
+    let three_dots = api
+        .post_json("/devices", json!({ "device_id": "..." }))
+        .await;
+    assert_eq!(three_dots.status, StatusCode::OK, "{}", three_dots.body);
+    assert_eq!(api.get("/devices/...").await.body["results"]["id"], "...");
+}
