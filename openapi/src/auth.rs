@@ -8,6 +8,7 @@ use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Basic;
 use wagate_core::domain::Tenant;
 
+use crate::throttle::AuthThrottle;
 use crate::{ApiError, ApiState};
 
 /// A wagate credential (HTTP Basic); it belongs to one tenant.
@@ -19,14 +20,25 @@ async fn tenant_of(req: &Request, basic: Basic) -> poem::Result<Tenant> {
     let state = req
         .data::<Arc<ApiState>>()
         .ok_or_else(|| poem::Error::from(ApiError::internal("api state missing from request")))?;
-    match state
-        .manager
-        .store()
-        .authenticate(&basic.username, &basic.password)
-        .await
-    {
+    let store = state.manager.store();
+    // A credential that verified recently is never throttled: someone else's guessing must not
+    // lock out the clients that know their password.
+    if let Some(tenant) = store.recently_verified(&basic.username, &basic.password) {
+        return Ok(tenant);
+    }
+    let throttle = req
+        .data::<Arc<AuthThrottle>>()
+        .ok_or_else(|| poem::Error::from(ApiError::internal("auth throttle missing")))?;
+    let address = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    if let Some(wait) = throttle.blocked(address, &basic.username) {
+        return Err(ApiError::too_many_failed_sign_ins(wait).into());
+    }
+    match store.authenticate(&basic.username, &basic.password).await {
         Ok(Some(tenant)) => Ok(tenant),
-        Ok(None) => Err(ApiError::unauthorized().into()),
+        Ok(None) => {
+            throttle.failed(address, &basic.username);
+            Err(ApiError::unauthorized().into())
+        }
         Err(e) => Err(ApiError::internal(e).into()),
     }
 }

@@ -81,7 +81,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The body is not `application/json` (415).
     UnsupportedMediaType,
-    /// WhatsApp asked to slow down; retry after `Retry-After` seconds (429).
+    /// WhatsApp asked to slow down, or too many sign-ins failed; retry after `Retry-After`
+    /// seconds (429).
     RateLimited,
     /// A fault inside the gateway; it is logged (500).
     InternalServerError,
@@ -129,6 +130,21 @@ impl ApiError {
     /// 409 with `code`.
     pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Conflict(body(code, message))
+    }
+
+    /// 429 `RATE_LIMITED` for a client or username with too many failed sign-ins.
+    pub fn too_many_failed_sign_ins(wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs().max(1);
+        Self::TooManyRequests(
+            body(
+                ErrorCode::RateLimited,
+                format!(
+                    "too many failed sign-ins from this address or for this username: retry in \
+                     {seconds} s with the right credentials"
+                ),
+            ),
+            seconds,
+        )
     }
 
     /// 413 `PAYLOAD_TOO_LARGE`.

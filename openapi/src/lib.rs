@@ -14,6 +14,7 @@ mod sandbox;
 mod spec;
 mod statics;
 mod text;
+mod throttle;
 mod timestamp;
 mod webhooks;
 
@@ -247,6 +248,7 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
             }
         })
         .data(Arc::new(state))
+        .data(Arc::new(throttle::AuthThrottle::default()))
         .with(Tracing)
 }
 

@@ -303,6 +303,11 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
             "`AUTHENTICATION_ERROR`: no or wrong credentials; send HTTP Basic auth with a wagate \
              credential.",
         ));
+        answers.push((
+            429,
+            "`RATE_LIMITED`: too many failed sign-ins from this address or for this username \
+             (10 a minute); retry after `Retry-After` seconds.",
+        ));
     }
     if operation.get("requestBody").is_some() {
         answers.push((413, "`PAYLOAD_TOO_LARGE`: the body is larger than 64 KiB."));
@@ -317,15 +322,17 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
             "`INTERNAL_SERVER_ERROR`: a fault inside the gateway; it is logged. Try again.",
         ));
     }
-    answers.sort_by_key(|(status, _)| *status);
-    let statuses = answers.len();
-    answers.dedup_by_key(|(status, _)| *status);
-    assert_eq!(statuses, answers.len(), "{id} declares a status twice");
+    // One answer per status; causes that share a status are described together.
+    let mut by_status: std::collections::BTreeMap<u16, Vec<&str>> = Default::default();
+    for (status, description) in answers {
+        by_status.entry(status).or_default().push(description);
+    }
     let responses = operation["responses"]
         .as_object_mut()
         .expect("checked above");
-    for (status, description) in answers {
-        responses.insert(status.to_string(), error_response(status, description));
+    for (status, descriptions) in by_status {
+        let description = descriptions.join(" ");
+        responses.insert(status.to_string(), error_response(status, &description));
     }
     for parameter in operation
         .get_mut("parameters")

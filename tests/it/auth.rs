@@ -71,3 +71,40 @@ async fn an_unknown_device_is_a_404() {
     assert_eq!(code.status, StatusCode::NOT_FOUND);
     assert_eq!(code.code(), "DEVICE_NOT_FOUND");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_are_throttled_while_a_valid_credential_still_answers() {
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+    assert_eq!(api.get("/devices").await.status, StatusCode::OK);
+    let guesser = api.with_auth("admin", "guess");
+
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(guesser.get("/devices").await);
+    }
+
+    let refused = statuses
+        .iter()
+        .filter(|a| a.status == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(refused, 10, "ten failures a minute are answered 401");
+    let throttled = statuses.last().expect("answers");
+    assert_eq!(
+        throttled.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        throttled.body
+    );
+    assert_eq!(throttled.code(), "RATE_LIMITED");
+    let retry_after: u64 = throttled.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // Another username from the same address waits too; the known-good credential does not.
+    let other = api.with_auth("nobody", "nothing").get("/devices").await;
+    assert_eq!(other.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(api.get("/devices").await.status, StatusCode::OK);
+}

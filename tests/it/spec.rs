@@ -157,7 +157,7 @@ fn every_operation_lists_only_the_errors_it_can_answer() {
             .cloned()
             .collect()
     };
-    assert_eq!(statuses("listDevices"), ["200", "401", "500"]);
+    assert_eq!(statuses("listDevices"), ["200", "401", "429", "500"]);
     assert_eq!(statuses("health"), ["200"]);
     assert_eq!(
         statuses("loginDevice"),
@@ -167,7 +167,7 @@ fn every_operation_lists_only_the_errors_it_can_answer() {
     );
     assert_eq!(
         statuses("createDevice"),
-        ["200", "400", "401", "409", "413", "415", "500"]
+        ["200", "400", "401", "409", "413", "415", "429", "500"]
     );
 }
 

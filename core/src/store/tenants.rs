@@ -170,6 +170,12 @@ impl Store {
         Ok(tenant)
     }
 
+    /// The tenant of a credential that verified within the last minute, answered from memory
+    /// without hashing; `None` when it did not (it may still be right: see `authenticate`).
+    pub fn recently_verified(&self, username: &str, password: &str) -> Option<Tenant> {
+        self.verified.get(username, password)
+    }
+
     /// The tenant `username` belongs to, if `password` is its secret.
     ///
     /// Unknown usernames cost as much as wrong passwords. Recent successes are answered from
