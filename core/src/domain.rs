@@ -65,6 +65,15 @@ impl DeviceId {
         }
     }
 
+    /// Reads an id as stored, which older versions may have accepted under a looser rule (`.`
+    /// and `..`): a stored device stays readable and removable.
+    pub fn parse_stored(raw: &str) -> Result<Self, InvalidDeviceId> {
+        match raw {
+            "." | ".." => Ok(Self(raw.to_string())),
+            _ => Self::parse(raw),
+        }
+    }
+
     /// A fresh random id, used when the caller names none.
     pub fn generate() -> Self {
         Self(Uuid::new_v4().to_string())

@@ -23,6 +23,9 @@ pub enum LoginFailure {
     Timeout,
     /// WhatsApp considers this client too old.
     ClientOutdated,
+    /// The gateway stopped (a crash, a kill) while the login was pending; reported when it
+    /// starts again.
+    Interrupted,
 }
 
 impl LoginFailure {
@@ -33,6 +36,7 @@ impl LoginFailure {
             Self::PairCodeRejected => "pair_code_rejected",
             Self::Timeout => "timeout",
             Self::ClientOutdated => "client_outdated",
+            Self::Interrupted => "interrupted",
         }
     }
 }

@@ -694,7 +694,7 @@ mod outbox {
                 &d1,
                 DeviceChange {
                     state: Some(DeviceState::Connecting),
-                    jid: None,
+                    ..DeviceChange::default()
                 },
                 vec![state_changed()],
             )
@@ -750,6 +750,34 @@ mod outbox {
             .await
             .unwrap_err();
         assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
+        let page = store
+            .list_deliveries(tenant.id, endpoint.id, None, 10, None)
+            .await
+            .unwrap();
+        assert!(page.deliveries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_change_only_from_a_state_is_not_recorded_once_the_device_left_it() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let endpoint = hook(&store, tenant.id, &["state_changed"], None).await;
+        let d1 = device_id("d1");
+        store.create_device(tenant.id, &d1, None).await.unwrap();
+        let from_connecting = DeviceChange {
+            state: Some(DeviceState::Connected),
+            only_from: Some(DeviceState::Connecting),
+            ..DeviceChange::default()
+        };
+
+        let err = store
+            .record_events(tenant.id, &d1, from_connecting, vec![state_changed()])
+            .await
+            .unwrap_err();
+
+        assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
+        let device = store.find_device(tenant.id, &d1).await.unwrap().unwrap();
+        assert_eq!(device.state, DeviceState::Disconnected);
         let page = store
             .list_deliveries(tenant.id, endpoint.id, None, 10, None)
             .await

@@ -154,6 +154,8 @@ pub enum LoginFailureReason {
     Timeout,
     /// WhatsApp considers this client too old.
     ClientOutdated,
+    /// The gateway stopped while the login was pending; reported when it starts again.
+    Interrupted,
 }
 
 /// `data` of `login_failed`: a login attempt ended without a linked device.

@@ -204,3 +204,61 @@ async fn a_plugin_that_cannot_start_stops_the_gateway_with_a_clear_error() {
         "both versions are named: {other_abi}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_a_kill_interrupted_are_reported_failed_when_wagate_starts_again() {
+    let database_url = pg::fresh_database_url().await;
+    let receiver = Receiver::start().await;
+    let args = [
+        "--sandbox",
+        "--sandbox-time-scale",
+        "10",
+        "--webhook-allow-private",
+    ];
+    let first = Wagate::start_on(&database_url, &args);
+    let api = Api::new(&first.base, "admin", "secret");
+    let created = api
+        .post_json(
+            "/webhooks",
+            serde_json::json!({ "url": receiver.url, "events": ["login_failed", "state_changed"] }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let devices: Vec<String> = (1..=5).map(|n| format!("d{n}")).collect();
+    for device in &devices {
+        api.create_device(device).await;
+        let login = api.get(&format!("/devices/{device}/login")).await;
+        assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    }
+
+    first.kill();
+    let second = Wagate::start_on(&database_url, &args);
+
+    let failed = |r: &Received| {
+        let event = r.event();
+        (event["type"] == "login_failed" && event["data"]["reason"] == "interrupted")
+            .then(|| event["device_id"].as_str().unwrap_or_default().to_string())
+    };
+    let received = receiver
+        .wait_until(Duration::from_secs(30), |r| {
+            r.iter().filter_map(failed).collect::<HashSet<_>>().len() == devices.len()
+        })
+        .await;
+    let reported: HashSet<String> = received.iter().filter_map(failed).collect();
+    assert_eq!(reported, devices.iter().cloned().collect());
+    let api = api.at(&second.base);
+    for device in &devices {
+        let state = api.get(&format!("/devices/{device}")).await;
+        assert_eq!(state.body["results"]["state"], "disconnected", "{device}");
+        let disconnected = received.iter().any(|r| {
+            let event = r.event();
+            event["type"] == "state_changed"
+                && event["device_id"] == device.as_str()
+                && event["data"]["to"] == "disconnected"
+        });
+        assert!(
+            disconnected,
+            "{device} reported its state_changed to disconnected"
+        );
+    }
+}

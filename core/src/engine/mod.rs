@@ -19,8 +19,8 @@ use uuid::Uuid;
 use whatsapp_rust::wacore::store::traits::Backend;
 
 use crate::domain::{Device, DeviceId, DeviceState, TenantId};
-use crate::events::EventBus;
-use crate::store::{Store, StoreError};
+use crate::events::{EngineEventKind, EventBus, LoginFailure, NewEvent};
+use crate::store::{DeviceChange, Store, StoreError};
 
 pub use http::ReqwestHttp;
 pub use phone::{InvalidPhone, PhoneNumber};
@@ -390,8 +390,7 @@ impl DeviceManager {
     /// waits until its devices are logged in, have failed, or the login timeout passed. The API
     /// serves meanwhile: run this in its own task.
     pub async fn restore(&self) -> Result<usize, StoreError> {
-        // A process that died mid-login left its unlinked devices connecting or connected.
-        self.ctx.store.reset_unlinked_states().await?;
+        self.fail_interrupted_logins().await?;
         let devices = self.ctx.store.linked_devices().await?;
         let mut events = self.ctx.bus.subscribe();
         for batch in devices.chunks(RESTORE_BATCH) {
@@ -421,6 +420,47 @@ impl DeviceManager {
             }
         }
         Ok(devices.len())
+    }
+
+    /// Ends the logins a process that died left pending (its unlinked devices still connecting
+    /// or connected): each gets `login_failed` (`interrupted`) and its `state_changed` to
+    /// `disconnected`, through the outbox like every event, so no consumer is left waiting. A
+    /// device that a new login moved meanwhile is left alone.
+    async fn fail_interrupted_logins(&self) -> Result<(), StoreError> {
+        for (tenant, id, from) in self.ctx.store.interrupted_logins().await? {
+            let events = [
+                EngineEventKind::LoginFailed {
+                    reason: LoginFailure::Interrupted,
+                },
+                EngineEventKind::StateChanged {
+                    from,
+                    to: DeviceState::Disconnected,
+                },
+            ]
+            .iter()
+            .map(|kind| NewEvent::from_kind(kind, &self.ctx.config.public_url))
+            .collect();
+            let change = DeviceChange {
+                state: Some(DeviceState::Disconnected),
+                only_from: Some(from),
+                ..DeviceChange::default()
+            };
+            match self
+                .ctx
+                .store
+                .record_events(tenant, &id, change, events)
+                .await
+            {
+                Ok(recorded) => {
+                    for event in recorded {
+                        self.ctx.bus.publish(event);
+                    }
+                }
+                Err(StoreError::DeviceNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Stops every session without logging anything out, as a process shutdown does.

@@ -683,7 +683,11 @@ impl Session {
             .iter()
             .map(|kind| NewEvent::from_kind(kind, &self.ctx.config.public_url))
             .collect();
-        let change = DeviceChange { state, jid };
+        let change = DeviceChange {
+            state,
+            jid,
+            only_from: None,
+        };
         match self
             .ctx
             .store

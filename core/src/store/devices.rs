@@ -9,7 +9,7 @@ use crate::domain::{Device, DeviceId, DeviceState, TenantId};
 const COLUMNS: &str = "device_id, display_name, state, jid, created_at";
 
 fn stored_id(tenant: TenantId, raw: &str) -> Result<DeviceId, StoreError> {
-    DeviceId::parse(raw).map_err(|e| {
+    DeviceId::parse_stored(raw).map_err(|e| {
         StoreError::Corrupt(format!(
             "a device of tenant {tenant} has an invalid id: {e}"
         ))
@@ -42,6 +42,9 @@ pub struct DeviceChange<'a> {
     pub state: Option<DeviceState>,
     /// The new JID, if it changes; `Some(None)` clears it (the link ended).
     pub jid: Option<Option<&'a str>>,
+    /// Apply only while the device is in this state; otherwise nothing is recorded and the
+    /// device counts as not found (someone else moved it meanwhile).
+    pub only_from: Option<DeviceState>,
 }
 
 impl Store {
@@ -224,18 +227,34 @@ impl Store {
             .collect()
     }
 
-    /// Marks every unlinked device that is not `disconnected` as `disconnected`, returning how
-    /// many changed: at start-up their states are leftovers of a process that died mid-login.
-    pub async fn reset_unlinked_states(&self) -> Result<u64, StoreError> {
+    /// Every unlinked device that is not `disconnected`, with its state: at start-up these are
+    /// logins a process died in the middle of. A cross-tenant read, for start-up only.
+    pub async fn interrupted_logins(
+        &self,
+    ) -> Result<Vec<(TenantId, DeviceId, DeviceState)>, StoreError> {
+        let doing = || "list the logins a stopped process left pending".to_string();
         self.client()
             .await?
-            .execute(
-                "UPDATE devices SET state = 'disconnected', updated_at = now()
-                 WHERE jid IS NULL AND state <> 'disconnected'",
+            .query(
+                "SELECT tenant_id, device_id, state FROM devices
+                 WHERE jid IS NULL AND state <> 'disconnected'
+                 ORDER BY tenant_id, device_id",
                 &[],
             )
             .await
-            .map_err(|e| StoreError::db("reset the states of unlinked devices".to_string(), e))
+            .map_err(|e| StoreError::db(doing(), e))?
+            .iter()
+            .map(|row| {
+                let tenant = TenantId(row.get(0));
+                let state: String = row.get(2);
+                let state = DeviceState::parse(&state).ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "a device of tenant {tenant} has an unknown state `{state}`"
+                    ))
+                })?;
+                Ok((tenant, stored_id(tenant, row.get(1))?, state))
+            })
+            .collect()
     }
 
     /// The row id other tables use to refer to the tenant's device `id`.

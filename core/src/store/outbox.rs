@@ -168,6 +168,7 @@ impl Store {
                     event_seq = event_seq + $6,
                     updated_at = now()
                  WHERE tenant_id = $1 AND device_id = $2
+                   AND ($7::text IS NULL OR state = $7)
                  RETURNING event_seq",
                 &[
                     &tenant.0,
@@ -176,6 +177,7 @@ impl Store {
                     &change.jid.is_some(),
                     &change.jid.flatten(),
                     &count,
+                    &change.only_from.map(|s| s.as_str()),
                 ],
             )
             .await
