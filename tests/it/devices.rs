@@ -114,3 +114,52 @@ async fn the_device_ids_dot_and_dot_dot_are_refused_as_no_url_could_name_them() 
     assert_eq!(three_dots.status, StatusCode::OK, "{}", three_dots.body);
     assert_eq!(api.get("/devices/...").await.body["results"]["id"], "...");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_racing_deletes_logouts_and_creates_never_fail_inside_the_gateway() {
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+    let mut seen = std::collections::BTreeMap::new();
+    for round in 0..200 {
+        let calls = [
+            ("login", reqwest::Method::GET, "/devices/racer/login"),
+            ("delete", reqwest::Method::DELETE, "/devices/racer"),
+            ("logout", reqwest::Method::POST, "/devices/racer/logout"),
+            ("create", reqwest::Method::POST, "/devices"),
+        ]
+        .map(|(name, method, path)| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let answer = if name == "create" {
+                    api.post_json(path, json!({ "device_id": "racer" })).await
+                } else {
+                    api.send_raw(method, path, "application/json", "").await
+                };
+                (name, answer)
+            })
+        });
+        for call in calls {
+            let (name, answer) = call.await.expect("the call ran");
+            assert!(
+                !answer.status.is_server_error(),
+                "round {round}: {name} answered {}: {}",
+                answer.status,
+                answer.body
+            );
+            *seen.entry((name, answer.status.as_u16())).or_insert(0) += 1;
+        }
+    }
+    eprintln!("answers: {seen:?}");
+    // Whatever the interleaving, no session outlives its device.
+    api.delete("/devices/racer").await;
+    for _ in 0..100 {
+        if gateway.sandbox.clients().is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "sessions outlived the device: {:?}",
+        gateway.sandbox.clients()
+    );
+}

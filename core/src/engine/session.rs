@@ -18,7 +18,7 @@ use super::client::{self, RunningClient};
 use super::{EngineContext, Key, LoginError, PairCodeLogin, PhoneNumber, QrLogin, render_png};
 use crate::domain::DeviceState;
 use crate::events::{EngineEventKind, LoginFailure, NewEvent};
-use crate::store::DeviceChange;
+use crate::store::{DeviceChange, StoreError};
 
 type Reply<T> = oneshot::Sender<Result<T, LoginError>>;
 
@@ -81,6 +81,10 @@ pub(crate) struct Session {
     key: Key,
     state: DeviceState,
     running: Option<Running>,
+    /// The device was deleted under this session (a store write found no row): the session
+    /// ends after the step that found it, and the manager starts a fresh one if the id is
+    /// created again.
+    gone: bool,
     generation: u64,
     qr: Option<PendingQr>,
     qr_index: u32,
@@ -107,6 +111,7 @@ impl Session {
                 DeviceState::Disconnected
             },
             running: None,
+            gone: false,
             generation: 0,
             qr: None,
             qr_index: 0,
@@ -142,6 +147,12 @@ impl Session {
                 },
                 Some(outcome) = self.code_rx.recv() => self.on_code(outcome).await,
                 _ = sleep_until(deadline) => self.on_deadline().await,
+            }
+            if self.gone {
+                self.stop_client().await;
+                let device = self.device().clone();
+                self.fail_waiters(|| LoginError::DeviceNotFound(device.clone()));
+                return;
             }
         }
     }
@@ -435,7 +446,10 @@ impl Session {
         let image = match self.store_image(code, expires_at).await {
             Ok(id) => id,
             Err(e) => {
-                tracing::error!(device = %self.device(), "qr image not stored: {e}");
+                let e = self.unless_gone(e).await;
+                if !self.gone {
+                    tracing::error!(device = %self.device(), "qr image not stored: {e}");
+                }
                 let device = self.device().clone();
                 self.fail_waiters(|| e.clone_for_waiter(&device));
                 return;
@@ -584,10 +598,17 @@ impl Session {
     }
 
     async fn start_client(&mut self) -> Result<(), LoginError> {
-        let backend = self.ctx.backend(&self.key).await?;
-        let client = client::start(&self.ctx, backend)
-            .await
-            .map_err(|detail| self.internal(detail))?;
+        let backend = match self.ctx.backend(&self.key).await {
+            Ok(backend) => backend,
+            Err(e) => return Err(self.unless_gone(e).await),
+        };
+        let client = match client::start(&self.ctx, backend).await {
+            Ok(client) => client,
+            Err(detail) => {
+                let e = self.internal(detail);
+                return Err(self.unless_gone(e).await);
+            }
+        };
         self.generation += 1;
         self.running = Some(Running {
             client,
@@ -699,8 +720,30 @@ impl Session {
                     self.ctx.bus.publish(event);
                 }
             }
+            // Deleted meanwhile: nothing to record, and nothing left for this session to do.
+            Err(StoreError::DeviceNotFound { .. }) => self.gone = true,
             Err(e) => tracing::error!(device = %self.device(), "events not recorded: {e}"),
         }
+    }
+
+    /// `e`, or `DeviceNotFound` when the failure was the device being deleted meanwhile (which
+    /// also ends the session).
+    async fn unless_gone(&mut self, e: LoginError) -> LoginError {
+        let exists = self
+            .ctx
+            .store
+            .find_device(self.key.0, &self.key.1)
+            .await
+            .map(|d| d.is_some());
+        let not_found = matches!(
+            e,
+            LoginError::DeviceNotFound(_) | LoginError::Store(StoreError::DeviceNotFound { .. })
+        );
+        if not_found || matches!(exists, Ok(false)) {
+            self.gone = true;
+            return LoginError::DeviceNotFound(self.device().clone());
+        }
+        e
     }
 
     fn internal(&self, detail: String) -> LoginError {
