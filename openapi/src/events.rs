@@ -4,15 +4,13 @@
 //! The JSON itself is made by `wagate_core::events::wire`; reading every logged event back
 //! through these types (the delivery log does) keeps the two in step.
 
-use std::borrow::Cow;
-
-use poem_openapi::registry::{MetaSchemaRef, Registry};
-use poem_openapi::types::{Example, ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::types::{Example, ParseError, ParseFromJSON, ParseResult, ToJSON};
 use poem_openapi::{Enum, Object, Union};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::devices::{DeviceStateName, example_time};
+use crate::schema_as::schema_as;
 use crate::timestamp::Timestamp;
 
 /// The type of an event. Endpoints subscribe to every type but `ping`, which only
@@ -345,35 +343,7 @@ impl Example for StoredEvent {
     }
 }
 
-impl Type for StoredEvent {
-    const IS_REQUIRED: bool = true;
-
-    type RawValueType = Self;
-
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        WebhookEvent::name()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        WebhookEvent::schema_ref()
-    }
-
-    fn register(registry: &mut Registry) {
-        WebhookEvent::register(registry);
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
+schema_as!(StoredEvent, WebhookEvent);
 
 impl ParseFromJSON for StoredEvent {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {

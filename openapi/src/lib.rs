@@ -11,6 +11,7 @@ mod plugins;
 mod routes;
 #[cfg(feature = "sandbox")]
 mod sandbox;
+mod schema_as;
 mod spec;
 mod statics;
 mod text;
@@ -172,17 +173,13 @@ pub fn app(state: ApiState) -> impl Endpoint {
     serve(api, published, state)
 }
 
-/// The application of a sandbox build: the API plus the simulated phone's endpoints, which
-/// drive the sandbox whose control API is at `sandbox_control` (e.g. `http://127.0.0.1:3010`).
+/// The sandbox build's API: every operation plus the simulated phone's, published alike.
 #[cfg(feature = "sandbox")]
-pub fn sandbox_app(state: ApiState, sandbox_control: String) -> impl Endpoint {
-    let (devices, login, webhooks, plugins, statics) = apis();
+fn sandbox_service(
+    sandbox_control: String,
+) -> (OpenApiService<(Apis, sandbox::SandboxApi), ()>, Published) {
     let api = described((
-        devices,
-        login,
-        webhooks,
-        plugins,
-        statics,
+        apis(),
         sandbox::SandboxApi {
             control: sandbox_control,
             http: reqwest::Client::new(),
@@ -190,6 +187,14 @@ pub fn sandbox_app(state: ApiState, sandbox_control: String) -> impl Endpoint {
     ));
     let [d, l, w, p, s] = ERRORS;
     let published = Published::of(&api, &[d, l, w, p, s, sandbox::ERRORS]);
+    (api, published)
+}
+
+/// The application of a sandbox build: the API plus the simulated phone's endpoints, which
+/// drive the sandbox whose control API is at `sandbox_control` (e.g. `http://127.0.0.1:3010`).
+#[cfg(feature = "sandbox")]
+pub fn sandbox_app(state: ApiState, sandbox_control: String) -> impl Endpoint {
+    let (api, published) = sandbox_service(sandbox_control);
     serve(api, published, state)
 }
 
@@ -276,20 +281,7 @@ mod tests {
     #[cfg(feature = "sandbox")]
     #[test]
     fn the_sandbox_build_publishes_the_same_api_plus_its_phone_under_its_own_tag() {
-        let (devices, login, webhooks, plugins, statics) = apis();
-        let api = described((
-            devices,
-            login,
-            webhooks,
-            plugins,
-            statics,
-            sandbox::SandboxApi {
-                control: String::new(),
-                http: reqwest::Client::new(),
-            },
-        ));
-        let [d, l, w, p, s] = ERRORS;
-        let sandbox = parsed(&Published::of(&api, &[d, l, w, p, s, sandbox::ERRORS]).json);
+        let sandbox = parsed(&sandbox_service(String::new()).1.json);
         let plain = parsed(&spec_json());
         assert_eq!(sandbox["info"], plain["info"]);
         let paths = sandbox["paths"].as_object().unwrap();

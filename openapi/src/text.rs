@@ -4,13 +4,13 @@
 //! which the spec does not say and which hides a client's bug; request bodies use `Text`
 //! instead, so a number where the spec says string is a 400 naming the field.
 
-use std::borrow::Cow;
 use std::fmt;
 
-use poem_openapi::registry::MetaSchemaRef;
-use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON};
 use poem_openapi::validation::Validator;
 use serde_json::Value;
+
+use crate::schema_as::schema_as;
 
 /// Refuses text with a NUL character (U+0000): PostgreSQL cannot store one in a text column,
 /// so it would otherwise fail the request with a 500 after the input was accepted.
@@ -51,35 +51,7 @@ impl From<&str> for Text {
     }
 }
 
-impl Type for Text {
-    const IS_REQUIRED: bool = true;
-
-    type RawValueType = Self;
-
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        String::name()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        String::schema_ref()
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+schema_as!(Text, String);
 
 impl ParseFromJSON for Text {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {

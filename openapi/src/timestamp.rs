@@ -3,12 +3,11 @@
 //! as the events' JSON (chrono's serde form) has it. poem-openapi's own `DateTime` writes
 //! `+00:00`, so the same moment would read differently in an answer and in a webhook.
 
-use std::borrow::Cow;
-
 use chrono::{DateTime, Utc};
-use poem_openapi::registry::MetaSchemaRef;
-use poem_openapi::types::{ParseFromJSON, ParseResult, ToJSON, Type};
+use poem_openapi::types::{ParseFromJSON, ParseResult, ToJSON};
 use serde_json::Value;
+
+use crate::schema_as::schema_as;
 
 /// A moment, written as RFC 3339 UTC with `Z`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -20,31 +19,7 @@ impl From<DateTime<Utc>> for Timestamp {
     }
 }
 
-impl Type for Timestamp {
-    const IS_REQUIRED: bool = true;
-
-    type RawValueType = Self;
-
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        <DateTime<Utc> as Type>::name()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        <DateTime<Utc> as Type>::schema_ref()
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
+schema_as!(Timestamp, DateTime<Utc>);
 
 impl ParseFromJSON for Timestamp {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {

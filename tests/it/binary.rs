@@ -110,27 +110,36 @@ async fn a_killed_gateway_leaves_a_database_the_next_process_starts_from() {
     );
 }
 
+/// `serve` in sandbox mode with loopback webhook receivers allowed.
+const WEBHOOK_ARGS: [&str; 4] = [
+    "--sandbox",
+    "--sandbox-time-scale",
+    "10",
+    "--webhook-allow-private",
+];
+
+/// `wagate serve` with `WEBHOOK_ARGS` on `database_url`, its API, and a webhook endpoint for
+/// `events` at `receiver`.
+async fn subscribed(database_url: &str, receiver: &Receiver, events: &[&str]) -> (Wagate, Api) {
+    let wagate = Wagate::start_on(database_url, &WEBHOOK_ARGS);
+    let api = Api::new(&wagate.base, "admin", "secret");
+    let created = api
+        .post_json(
+            "/webhooks",
+            serde_json::json!({ "url": receiver.url, "events": events }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    (wagate, api)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_killed_with_a_thousand_events_pending_loses_none_of_them() {
     let database_url = pg::fresh_database_url().await;
     let receiver = Receiver::start().await;
     // Slow enough that the kill lands with most events undelivered.
     receiver.slow_down(Duration::from_millis(20));
-    let args = [
-        "--sandbox",
-        "--sandbox-time-scale",
-        "10",
-        "--webhook-allow-private",
-    ];
-    let first = Wagate::start_on(&database_url, &args);
-    let api = Api::new(&first.base, "admin", "secret");
-    let created = api
-        .post_json(
-            "/webhooks",
-            serde_json::json!({ "url": receiver.url, "events": ["state_changed"] }),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let (first, api) = subscribed(&database_url, &receiver, &["state_changed"]).await;
     api.create_device("d1").await;
 
     // A thousand events recorded the way the engine records them, straight into the outbox.
@@ -157,7 +166,7 @@ async fn a_gateway_killed_with_a_thousand_events_pending_loses_none_of_them() {
     let before_kill = receiver.count();
     assert!(before_kill < 1000, "the kill landed with events pending");
 
-    let _second = Wagate::start_on(&database_url, &args);
+    let _second = Wagate::start_on(&database_url, &WEBHOOK_ARGS);
     let distinct = |r: &[Received]| {
         r.iter()
             .map(|x| x.header("webhook-id").to_string())
@@ -209,21 +218,8 @@ async fn a_plugin_that_cannot_start_stops_the_gateway_with_a_clear_error() {
 async fn logins_a_kill_interrupted_are_reported_failed_when_wagate_starts_again() {
     let database_url = pg::fresh_database_url().await;
     let receiver = Receiver::start().await;
-    let args = [
-        "--sandbox",
-        "--sandbox-time-scale",
-        "10",
-        "--webhook-allow-private",
-    ];
-    let first = Wagate::start_on(&database_url, &args);
-    let api = Api::new(&first.base, "admin", "secret");
-    let created = api
-        .post_json(
-            "/webhooks",
-            serde_json::json!({ "url": receiver.url, "events": ["login_failed", "state_changed"] }),
-        )
-        .await;
-    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let (first, api) =
+        subscribed(&database_url, &receiver, &["login_failed", "state_changed"]).await;
     let devices: Vec<String> = (1..=5).map(|n| format!("d{n}")).collect();
     for device in &devices {
         api.create_device(device).await;
@@ -232,7 +228,7 @@ async fn logins_a_kill_interrupted_are_reported_failed_when_wagate_starts_again(
     }
 
     first.kill();
-    let second = Wagate::start_on(&database_url, &args);
+    let second = Wagate::start_on(&database_url, &WEBHOOK_ARGS);
 
     let failed = |r: &Received| {
         let event = r.event();
