@@ -85,6 +85,10 @@ pub(crate) struct Session {
     /// ends after the step that found it, and the manager starts a fresh one if the id is
     /// created again.
     gone: bool,
+    /// The row the running client's keys belong to: a device deleted and created again under
+    /// the same id is another row, and a client failing on the old one means this session's
+    /// device is gone.
+    row: Option<i64>,
     generation: u64,
     qr: Option<PendingQr>,
     qr_index: u32,
@@ -112,6 +116,7 @@ impl Session {
             },
             running: None,
             gone: false,
+            row: None,
             generation: 0,
             qr: None,
             qr_index: 0,
@@ -581,23 +586,26 @@ impl Session {
 
     fn cancel_code_waiters(&mut self) {
         let device = self.device().clone();
-        for (_, reply) in std::mem::take(&mut self.code_waiters) {
-            let _ = reply.send(Err(LoginError::Cancelled(device.clone())));
-        }
+        self.fail_code_waiters(|| LoginError::Cancelled(device.clone()));
         self.settle_deadline();
+    }
+
+    fn fail_code_waiters(&mut self, error: impl Fn() -> LoginError) {
+        for (_, reply) in std::mem::take(&mut self.code_waiters) {
+            let _ = reply.send(Err(error()));
+        }
     }
 
     fn fail_waiters(&mut self, error: impl Fn() -> LoginError) {
         for reply in std::mem::take(&mut self.qr_waiters) {
             let _ = reply.send(Err(error()));
         }
-        for (_, reply) in std::mem::take(&mut self.code_waiters) {
-            let _ = reply.send(Err(error()));
-        }
+        self.fail_code_waiters(error);
         self.deadline = None;
     }
 
     async fn start_client(&mut self) -> Result<(), LoginError> {
+        self.row = self.current_row().await;
         let backend = match self.ctx.backend(&self.key).await {
             Ok(backend) => backend,
             Err(e) => return Err(self.unless_gone(e).await),
@@ -729,21 +737,31 @@ impl Session {
     /// `e`, or `DeviceNotFound` when the failure was the device being deleted meanwhile (which
     /// also ends the session).
     async fn unless_gone(&mut self, e: LoginError) -> LoginError {
-        let exists = self
-            .ctx
-            .store
-            .find_device(self.key.0, &self.key.1)
-            .await
-            .map(|d| d.is_some());
-        let not_found = matches!(
+        let said_not_found = matches!(
             e,
             LoginError::DeviceNotFound(_) | LoginError::Store(StoreError::DeviceNotFound { .. })
         );
-        if not_found || matches!(exists, Ok(false)) {
+        // Only an error that does not say so already costs a look-up.
+        let gone = said_not_found || {
+            let now = self.current_row().await;
+            now.is_none() || now != self.row
+        };
+        if gone {
             self.gone = true;
             return LoginError::DeviceNotFound(self.device().clone());
         }
         e
+    }
+
+    /// The device's row now; `None` when it is deleted (or the look-up failed, which the
+    /// caller's own error then reports).
+    async fn current_row(&self) -> Option<i64> {
+        self.ctx
+            .store
+            .device_internal_id(self.key.0, &self.key.1)
+            .await
+            .ok()
+            .flatten()
     }
 
     fn internal(&self, detail: String) -> LoginError {
