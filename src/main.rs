@@ -172,7 +172,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(db) => {
-            let (_cluster, store) = open_store(&db).await?;
+            let (_cluster, store) = open_store(&db, ClusterUse::Shared).await?;
             drop(store);
             println!("migrations applied");
             Ok(())
@@ -180,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Tenant {
             command: TenantCommand::Create { name, db },
         } => {
-            let (_cluster, store) = open_store(&db).await?;
+            let (_cluster, store) = open_store(&db, ClusterUse::Shared).await?;
             let (tenant, credential) = store.create_tenant(&name).await?;
             println!("tenant:   {} ({})", tenant.name, tenant.id);
             println!("username: {}", credential.username);
@@ -195,17 +195,34 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Connects to `DATABASE_URL`, or starts the private cluster in the data directory.
-async fn open_store(db: &DbArgs) -> anyhow::Result<(Option<Cluster>, Store)> {
+/// Who else may use the embedded cluster while this process does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ClusterUse {
+    /// `serve`: the cluster is this process's alone; another live wagate on it is an error.
+    Exclusive,
+    /// One-off commands: a cluster another live wagate runs is used as it is.
+    Shared,
+}
+
+/// Connects to `DATABASE_URL`, or to the private cluster in the data directory, starting it
+/// unless `usage` allows sharing the one a running wagate serves from.
+async fn open_store(db: &DbArgs, usage: ClusterUse) -> anyhow::Result<(Option<Cluster>, Store)> {
     if let Some(url) = &db.database_url {
         let store = Store::connect(url).await?;
         return Ok((None, store));
     }
     let dir = absolute(&db.data_dir.join("postgres"))?;
-    let cluster = Cluster::start(&dir, ClusterOptions::default())
-        .await
-        .with_context(|| format!("starting the embedded PostgreSQL in {}", dir.display()))?;
-    tracing::info!(dir = %dir.display(), port = cluster.port(), "embedded PostgreSQL started");
+    let options = ClusterOptions::default();
+    let cluster = match usage {
+        ClusterUse::Exclusive => Cluster::start(&dir, options).await,
+        ClusterUse::Shared => Cluster::open(&dir, options).await,
+    }
+    .with_context(|| format!("starting the embedded PostgreSQL in {}", dir.display()))?;
+    tracing::info!(
+        dir = %dir.display(),
+        socket = %cluster.socket_dir().display(),
+        "embedded PostgreSQL ready (Unix socket only, reachable by this user alone)"
+    );
     let store = Store::connect(&cluster.url()).await?;
     Ok((Some(cluster), store))
 }
@@ -267,7 +284,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         format!("http://{host}:{}", local.port())
     });
-    let (cluster, store) = open_store(&args.db).await?;
+    let (cluster, store) = open_store(&args.db, ClusterUse::Exclusive).await?;
     if let Some(pairs) = &basic_auth {
         store
             .ensure_tenant_with_credentials("default", pairs)

@@ -3,12 +3,14 @@
 
 mod support;
 
+use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
 use chrono::Utc;
 use support::{device_id, store, tenant};
 use wagate_core::domain::DeviceState;
-use wagate_core::store::{Cluster, ClusterOptions, Store, StoreError};
+
+use wagate_core::store::{APP_ROLE, Cluster, ClusterOptions, Store, StoreError};
 
 mod connecting {
     use super::*;
@@ -570,13 +572,7 @@ mod cluster {
         // A private (0700) directory, as tempdirs are, tests reaching it as the postgres user.
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("pg");
-        // The same port both times, so that the killed server's socket lock is in the way too.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .unwrap()
-            .port();
         let options = ClusterOptions {
-            port: Some(port),
             throwaway: false,
             ..support::throwaway_options()
         };
@@ -591,6 +587,7 @@ mod cluster {
         // As when the process that started it died too: the watchdog goes, nothing is stopped.
         drop(first);
 
+        // The killed server's pid and socket lock files are in the way of the second.
         let second = Cluster::start(&data_dir, options).await.unwrap();
         // With fsync off, the last commits before the kill may be lost, so this checks only
         // that the server serves again.
@@ -611,19 +608,177 @@ mod cluster {
         assert!(!dir.exists());
     }
 
+    fn throwaway_dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("wagate-test-pg-{}", uuid::Uuid::new_v4()))
+    }
+
     #[tokio::test]
     async fn a_second_cluster_on_a_running_directory_is_refused() {
-        let cluster = Cluster::start(
-            &std::env::temp_dir().join(format!("wagate-test-pg-{}", uuid::Uuid::new_v4())),
-            support::throwaway_options(),
-        )
-        .await
-        .unwrap();
+        let cluster = Cluster::start(&throwaway_dir(), support::throwaway_options())
+            .await
+            .unwrap();
         let err = Cluster::start(cluster.data_dir(), support::throwaway_options())
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("already running"), "{err}");
+        assert!(
+            err.to_string().contains("another wagate runs PostgreSQL"),
+            "{err}"
+        );
         assert!(cluster.data_dir().join("PG_VERSION").exists());
+        cluster.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn opening_a_running_directory_shares_its_server_and_leaves_it_running() {
+        let cluster = Cluster::start(&throwaway_dir(), support::throwaway_options())
+            .await
+            .unwrap();
+        let shared = Cluster::open(cluster.data_dir(), support::throwaway_options())
+            .await
+            .unwrap();
+        assert_eq!(shared.url(), cluster.url());
+        let store = Store::connect(&shared.url()).await.unwrap();
+        store
+            .create_tenant("through the shared cluster")
+            .await
+            .unwrap();
+        drop(store);
+        shared.stop().await.unwrap();
+
+        let store = Store::connect(&cluster.url()).await.unwrap();
+        store.create_tenant("after the sharer left").await.unwrap();
+        drop(store);
+        cluster.stop().await.unwrap();
+    }
+
+    async fn query_one_text(url: &str, sql: &str) -> String {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    #[tokio::test]
+    async fn the_server_listens_on_no_tcp_port_and_admits_only_its_socket() {
+        let cluster = Cluster::start(&throwaway_dir(), support::throwaway_options())
+            .await
+            .unwrap();
+        let admin = cluster.superuser_url();
+        assert_eq!(query_one_text(&admin, "SHOW listen_addresses").await, "");
+        let rule_types = query_one_text(
+            &admin,
+            "SELECT string_agg(DISTINCT type, ',') FROM pg_hba_file_rules",
+        )
+        .await;
+        assert_eq!(rule_types, "local");
+        let mode = std::fs::metadata(cluster.socket_dir()).unwrap().mode();
+        assert_eq!(mode & 0o777, 0o700, "the socket directory is private");
+        cluster.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_gateway_role_is_no_superuser_and_owns_its_database() {
+        let cluster = Cluster::start(&throwaway_dir(), support::throwaway_options())
+            .await
+            .unwrap();
+        let store = Store::connect(&cluster.url()).await.unwrap();
+        drop(store);
+        let who = query_one_text(
+            &cluster.url(),
+            "SELECT current_user || ',' || rolsuper || ',' || rolcreaterole || ','
+                    || pg_get_userbyid(d.datdba)
+             FROM pg_roles r, pg_database d
+             WHERE r.rolname = current_user AND d.datname = current_database()",
+        )
+        .await;
+        assert_eq!(who, format!("{APP_ROLE},false,false,{APP_ROLE}"));
+        // The migrations ran as that role: every table is its own.
+        let foreign = query_one_text(
+            &cluster.url(),
+            "SELECT count(*)::text FROM pg_tables
+             WHERE schemaname = 'public' AND tableowner <> current_user",
+        )
+        .await;
+        assert_eq!(foreign, "0");
+        cluster.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_cluster_from_before_the_access_rule_is_closed_and_handed_to_the_gateway_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("pg");
+        let options = ClusterOptions {
+            throwaway: false,
+            ..support::throwaway_options()
+        };
+        let cluster = Cluster::start(&data_dir, options.clone()).await.unwrap();
+        // As wagate left it before: everything the superuser's, and TCP trusted.
+        let old_database = support::with_database(&cluster.superuser_url(), "wagate");
+        let (client, connection) = tokio_postgres::connect(&old_database, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let connection = tokio::spawn(connection);
+        client
+            .batch_execute(
+                "CREATE TABLE tenants_before (id serial PRIMARY KEY, name text);
+                 ALTER DATABASE wagate OWNER TO wagate;
+                 ALTER SCHEMA public OWNER TO wagate;",
+            )
+            .await
+            .unwrap();
+        drop(client);
+        let _ = connection.await;
+        cluster.stop().await.unwrap();
+        std::fs::write(
+            data_dir.join("pg_hba.conf"),
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+
+        let cluster = Cluster::start(&data_dir, options).await.unwrap();
+        let owners = query_one_text(
+            &support::with_database(&cluster.superuser_url(), "wagate"),
+            "SELECT (SELECT tableowner FROM pg_tables WHERE tablename = 'tenants_before')
+                    || ',' || (SELECT pg_get_userbyid(datdba) FROM pg_database
+                               WHERE datname = 'wagate')
+                    || ',' || (SELECT pg_get_userbyid(nspowner) FROM pg_namespace
+                               WHERE nspname = 'public')",
+        )
+        .await;
+        assert_eq!(owners, format!("{APP_ROLE},{APP_ROLE},{APP_ROLE}"));
+        let rule_types = query_one_text(
+            &cluster.superuser_url(),
+            "SELECT string_agg(DISTINCT type, ',') FROM pg_hba_file_rules",
+        )
+        .await;
+        assert_eq!(rule_types, "local");
+        // The gateway role may now write the old table, sequence included.
+        let inserted = query_one_text(
+            &cluster.url(),
+            "INSERT INTO tenants_before (name) VALUES ('x') RETURNING id::text",
+        )
+        .await;
+        assert_eq!(inserted, "1");
+        cluster.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_data_directory_too_long_for_a_socket_gets_a_private_socket_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("d".repeat(100));
+        let cluster = Cluster::start(&data_dir, support::throwaway_options())
+            .await
+            .unwrap();
+        assert!(!cluster.socket_dir().starts_with(&data_dir));
+        let meta = std::fs::metadata(cluster.socket_dir()).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        let store = Store::connect(&cluster.url()).await.unwrap();
+        store
+            .create_tenant("over the fallback socket")
+            .await
+            .unwrap();
+        drop(store);
         cluster.stop().await.unwrap();
     }
 }

@@ -7,6 +7,8 @@ mod binary;
 mod contract;
 mod devices;
 mod durable;
+#[cfg(feature = "sandbox")]
+mod embedded;
 mod login_code;
 mod login_qr;
 mod plugins;

@@ -1,16 +1,25 @@
 //! A private PostgreSQL cluster run from the system's server binaries: the embedded default
 //! when no database URL is given, and the throwaway database of tests.
 //!
+//! Only the user that owns the data directory reaches the server: it listens on no TCP port,
+//! only on a Unix socket in a directory no one else may enter (the data directory itself, or a
+//! private directory under the temporary directory when that path is too long for a socket).
+//! The gateway connects as [`APP_ROLE`], which owns wagate's database and nothing else; the
+//! superuser is left for administration through the same socket. A data directory made before
+//! this rule (TCP with trust, everything owned by the superuser) is brought under it at start.
+//!
 //! PostgreSQL refuses to run as root, so as root the server binaries run as the `postgres` system
-//! user through `runuser`. The server never outlives the process that started it: a small
-//! watchdog shell, whose stdin is a pipe from this process, asks it to shut down when that pipe
-//! closes, which also happens on `kill -9`.
+//! user through `runuser`. The server never outlives the process that started it:
+//! - a small watchdog shell, started before the server, whose stdin is a pipe from this process,
+//!   asks it to shut down when that pipe closes, which also happens on `kill -9`;
+//! - the process holds an exclusive lock on `DATA_DIR.lock` (beside the data directory) while it
+//!   runs the server, so the next start knows a server it finds running belongs to a dead
+//!   wagate, and stops it.
 
 use std::ffi::OsStr;
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Write as _};
-use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -18,24 +27,37 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio_postgres::NoTls;
 
-/// The superuser the cluster is made with, and the database [`Cluster::url`] names.
-const USER: &str = "wagate";
+/// The superuser: the one clusters were made with, kept for administration over the socket.
+const SUPERUSER: &str = "wagate";
+/// The role the gateway connects as: no superuser, it owns [`DATABASE`] and what is in it.
+pub const APP_ROLE: &str = "wagate_app";
 const DATABASE: &str = "wagate";
+/// The port number only names the socket file (`.s.PGSQL.5432`): nothing listens on TCP.
+const PORT: u16 = 5432;
 /// Our settings, rewritten at every start and included from `postgresql.conf`.
 const CONF_FILE: &str = "wagate.conf";
 const INCLUDE_LINE: &str = "include_if_exists = 'wagate.conf'";
+/// A token naming the start that runs the server, for its watchdog.
+const OWNER_FILE: &str = "wagate.owner";
 const LOG_FILE: &str = "postgresql.log";
 const PID_FILE: &str = "postmaster.pid";
 /// Where distribution packages put the server binaries, one directory per major version.
 const PACKAGE_DIR: &str = "/usr/lib/postgresql";
-/// How long a start may keep retrying while the previous server's processes wind down.
+/// How long a start may keep retrying while the previous server's processes wind down, and how
+/// long a process that shares the cluster waits for the one starting it.
 const START_PATIENCE: Duration = Duration::from_secs(10);
+/// Longest socket directory: a socket path (directory, `/.s.PGSQL.5432`) must fit in 107 bytes.
+const MAX_SOCKET_DIR: usize = 90;
+
+/// Only the server's user may connect, and only through the socket. Rewritten at every start, so
+/// that a data directory from before this rule is closed before its server starts.
+const HBA: &str = "# Written by wagate at every start: edits here are lost.\n\
+# Only the socket, in a directory only the server's user may enter; no TCP.\n\
+local all all trust\n";
 
 /// How to run a [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// The TCP port on 127.0.0.1; `None` picks a free one.
-    pub port: Option<u16>,
     /// Whether the server makes writes durable. Off (tests) also turns off synchronous commit
     /// and full-page writes: a crash may then lose or corrupt data.
     pub fsync: bool,
@@ -46,7 +68,6 @@ pub struct ClusterOptions {
 impl Default for ClusterOptions {
     fn default() -> Self {
         Self {
-            port: None,
             fsync: true,
             throwaway: false,
         }
@@ -76,9 +97,9 @@ pub enum ClusterError {
         "running PostgreSQL as the `postgres` user from root needs `runuser`: install util-linux, run wagate as another user, or set DATABASE_URL"
     )]
     NoRunuser,
-    /// Another server runs on the data directory.
+    /// Another live wagate runs a server on the data directory.
     #[error(
-        "a PostgreSQL server (pid {pid}) is already running on {}: stop the other wagate using it or choose another data directory",
+        "another wagate runs PostgreSQL (pid {pid}) on {}: stop it or choose another data directory",
         .dir.display()
     )]
     AlreadyRunning {
@@ -87,6 +108,31 @@ pub enum ClusterError {
         /// The running postmaster.
         pid: u32,
     },
+    /// Another live wagate is starting a server on the data directory and did not finish.
+    #[error(
+        "another wagate is starting PostgreSQL on {} and did not finish within {}s: try again once it serves",
+        .0.display(),
+        START_PATIENCE.as_secs()
+    )]
+    StillStarting(PathBuf),
+    /// A server runs on the data directory that no wagate started: it is left alone.
+    #[error(
+        "a PostgreSQL server (pid {pid}) that wagate did not start runs on {}: stop it (pg_ctl stop -D {}) or choose another data directory",
+        .dir.display(),
+        .dir.display()
+    )]
+    ForeignServer {
+        /// The data directory.
+        dir: PathBuf,
+        /// The running postmaster.
+        pid: u32,
+    },
+    /// The socket directory exists but others could enter it, or it is not ours.
+    #[error(
+        "the socket directory {} is not private to the server's user (it must be a directory of that user with mode 0700): remove it",
+        .0.display()
+    )]
+    UnsafeSocketDir(PathBuf),
     /// A file or process operation failed.
     #[error("could not {doing}: {source}")]
     Io {
@@ -95,6 +141,12 @@ pub enum ClusterError {
         /// The operating system's answer.
         source: io::Error,
     },
+    /// The data directory holds files but no cluster.
+    #[error(
+        "{} holds files but no PostgreSQL cluster: move them away or choose another data directory",
+        .0.display()
+    )]
+    NotACluster(PathBuf),
     /// `initdb` failed.
     #[error(
         "initdb failed in {}:\n{output}\nremove the directory if it is a half-made cluster, or choose another data directory",
@@ -125,13 +177,13 @@ pub enum ClusterError {
         /// What pg_ctl printed.
         output: String,
     },
-    /// The `wagate` database could not be made.
+    /// The `wagate` database or its role could not be set up.
     #[error(
-        "could not create database `{DATABASE}` on the cluster at {}: {}",
+        "could not set up database `{DATABASE}` and role `{APP_ROLE}` on the cluster at {}: {}",
         .dir.display(),
         super::describe(.source)
     )]
-    CreateDatabase {
+    Setup {
         /// The data directory.
         dir: PathBuf,
         /// The server's answer.
@@ -147,16 +199,21 @@ fn io_error(doing: impl Into<String>) -> impl FnOnce(io::Error) -> ClusterError 
     move |source| ClusterError::Io { doing, source }
 }
 
-/// A running private PostgreSQL server. Dropping it stops the server, blocking until it is
-/// down; [`Cluster::stop`] does the same without blocking the async runtime.
+/// A private PostgreSQL server: one this process started (dropping it stops the server,
+/// blocking until it is down; [`Cluster::stop`] does the same without blocking the async
+/// runtime), or, from [`Cluster::open`], one another live wagate runs (left running).
 #[derive(Debug)]
 pub struct Cluster {
     data_dir: PathBuf,
-    port: u16,
+    socket_dir: PathBuf,
     binaries: Binaries,
+    /// Held while this process runs the server: a live owner's lock tells the next start that
+    /// the server is not an orphan.
+    lock: Option<File>,
     watchdog: Option<Child>,
     throwaway: bool,
-    running: bool,
+    /// Whether this process started the server, and so stops it.
+    owned: bool,
 }
 
 /// How the server binaries are run.
@@ -174,18 +231,44 @@ struct SystemUser {
     runuser: PathBuf,
 }
 
+/// What [`Cluster::boot`] does when another live wagate runs the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    Refuse,
+    Attach,
+}
+
 impl Cluster {
-    /// Starts a server on `data_dir`, creating the cluster (superuser `wagate`, trust
-    /// authentication, listening on 127.0.0.1 only) and the `wagate` database if missing.
+    /// Starts a server on `data_dir`, creating the cluster and the `wagate` database if missing
+    /// and bringing an existing one under the access rule of this module.
     ///
     /// Takes about a second when the directory is new and fsync is off. A server left by a
-    /// process that was killed is recovered from.
+    /// wagate that was killed is stopped first; one that a live wagate runs is
+    /// [`ClusterError::AlreadyRunning`].
     pub async fn start(data_dir: &Path, options: ClusterOptions) -> Result<Cluster, ClusterError> {
+        Self::boot_async(data_dir, options, Sharing::Refuse).await
+    }
+
+    /// Like [`Cluster::start`], but when another live wagate runs the server on `data_dir`,
+    /// connects to that one instead (and leaves it running): for one-off commands beside
+    /// `serve`.
+    pub async fn open(data_dir: &Path, options: ClusterOptions) -> Result<Cluster, ClusterError> {
+        Self::boot_async(data_dir, options, Sharing::Attach).await
+    }
+
+    async fn boot_async(
+        data_dir: &Path,
+        options: ClusterOptions,
+        sharing: Sharing,
+    ) -> Result<Cluster, ClusterError> {
         let data_dir = data_dir.to_path_buf();
-        let cluster = tokio::task::spawn_blocking(move || Cluster::boot(data_dir, options))
-            .await
-            .map_err(ClusterError::Task)??;
-        if let Err(e) = cluster.create_database().await {
+        let cluster =
+            tokio::task::spawn_blocking(move || Cluster::boot(data_dir, options, sharing))
+                .await
+                .map_err(ClusterError::Task)??;
+        if cluster.owned
+            && let Err(e) = cluster.set_up_database().await
+        {
             // A failed stop would only hide the cause.
             let _ = cluster.stop().await;
             return Err(e);
@@ -193,14 +276,26 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// `postgres://wagate@127.0.0.1:PORT/wagate`.
+    /// The gateway's connection: role [`APP_ROLE`] on database `wagate`, through the socket.
     pub fn url(&self) -> String {
-        format!("postgres://{USER}@127.0.0.1:{}/{DATABASE}", self.port)
+        self.url_as(APP_ROLE, DATABASE)
     }
 
-    /// The TCP port the server listens on, on 127.0.0.1.
-    pub fn port(&self) -> u16 {
-        self.port
+    /// The superuser on database `postgres`, through the socket: for administration and tests.
+    pub fn superuser_url(&self) -> String {
+        self.url_as(SUPERUSER, "postgres")
+    }
+
+    fn url_as(&self, role: &str, database: &str) -> String {
+        format!(
+            "postgres://{role}@{}:{PORT}/{database}",
+            percent_encode(&self.socket_dir.to_string_lossy())
+        )
+    }
+
+    /// The directory holding the server's socket (`psql -h DIR`).
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
     }
 
     /// The cluster's data directory.
@@ -208,7 +303,8 @@ impl Cluster {
         &self.data_dir
     }
 
-    /// Shuts the server down (fast: open sessions are ended) and waits until it is down.
+    /// Shuts the server down (fast: open sessions are ended) and waits until it is down; a
+    /// server another process runs is left running.
     pub async fn stop(self) -> Result<(), ClusterError> {
         let mut cluster = self;
         tokio::task::spawn_blocking(move || cluster.shutdown())
@@ -216,51 +312,163 @@ impl Cluster {
             .map_err(ClusterError::Task)?
     }
 
-    fn boot(data_dir: PathBuf, options: ClusterOptions) -> Result<Cluster, ClusterError> {
+    fn boot(
+        data_dir: PathBuf,
+        options: ClusterOptions,
+        sharing: Sharing,
+    ) -> Result<Cluster, ClusterError> {
         let binaries = Binaries::find()?;
-        fs::create_dir_all(&data_dir).map_err(io_error(format!(
-            "create data directory {}",
-            data_dir.display()
-        )))?;
-        let data_dir = data_dir.canonicalize().map_err(io_error(format!(
-            "resolve data directory {}",
-            data_dir.display()
-        )))?;
-        if let Some(user) = &binaries.as_user {
-            user.take_over(&data_dir)?;
-        }
+        let data_dir = resolve(&data_dir)?;
         let mut cluster = Cluster {
+            socket_dir: data_dir.clone(),
             data_dir,
-            port: 0,
             binaries,
+            lock: None,
             watchdog: None,
             throwaway: false,
-            running: false,
+            owned: false,
         };
+        let deadline = Instant::now() + START_PATIENCE;
+        let lock = loop {
+            match cluster.try_lock()? {
+                Some(lock) => break lock,
+                None if sharing == Sharing::Refuse => {
+                    return Err(match cluster.postmaster() {
+                        Some(pid) => ClusterError::AlreadyRunning {
+                            dir: cluster.data_dir.clone(),
+                            pid,
+                        },
+                        None => ClusterError::StillStarting(cluster.data_dir.clone()),
+                    });
+                }
+                None => {
+                    if let Some(socket_dir) = cluster.serving_socket_dir() {
+                        cluster.socket_dir = socket_dir;
+                        return Ok(cluster);
+                    }
+                    if Instant::now() > deadline {
+                        return Err(ClusterError::StillStarting(cluster.data_dir.clone()));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        cluster.lock = Some(lock);
         if !cluster.data_dir.join("PG_VERSION").exists() {
-            cluster.initdb(options.fsync)?;
+            cluster.create(options.fsync)?;
         }
-        if let Some(pid) = cluster.postmaster() {
-            return Err(ClusterError::AlreadyRunning {
-                dir: cluster.data_dir.clone(),
-                pid,
-            });
+        if let Some(user) = &cluster.binaries.as_user {
+            user.take_over(&cluster.data_dir)?;
         }
-        cluster.remove_stale_locks()?;
+        cluster.stop_orphan()?;
+        cluster.socket_dir = cluster.prepare_socket_dir()?;
+        remove_stale_locks(&cluster.data_dir)?;
+        remove_stale_locks(&cluster.socket_dir)?;
+        // Names this start to its watchdog, which must not act once another start took over.
+        let token = format!(
+            "{}-{}",
+            std::process::id(),
+            super::secrets::random_alphanumeric(16)
+        );
+        cluster.write_settings(options.fsync, &token)?;
         // Only now is the directory known to be no other server's to delete.
         cluster.throwaway = options.throwaway;
-        cluster.start_server(&options)?;
-        cluster.running = true;
-        cluster.watchdog = Some(cluster.spawn_watchdog()?);
+        // Before the server: a death from here on leaves it to the watchdog.
+        cluster.watchdog = Some(cluster.spawn_watchdog(&token)?);
+        cluster.owned = true;
+        cluster.start_server()?;
         Ok(cluster)
     }
 
-    fn initdb(&self, fsync: bool) -> Result<(), ClusterError> {
+    /// `DATA_DIR.lock`, beside the data directory: it exists before the cluster does.
+    fn lock_path(&self) -> PathBuf {
+        let mut name = self.data_dir.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// The exclusive lock on the data directory, or `None` while a live process holds it.
+    fn try_lock(&self) -> Result<Option<File>, ClusterError> {
+        let path = self.lock_path();
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(format!("open {}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io_error(format!("lock {}", path.display()))(e)),
+        }
+    }
+
+    /// The socket directory of the server running here, once it accepts connections.
+    fn serving_socket_dir(&self) -> Option<PathBuf> {
+        self.postmaster()?;
+        let contents = fs::read_to_string(self.data_dir.join(PID_FILE)).ok()?;
+        // Line 5 is the first socket directory; line 8 the status, `ready` once it serves.
+        let lines: Vec<&str> = contents.lines().collect();
+        let dir = lines.get(4).filter(|dir| !dir.is_empty())?;
+        (lines.get(7).map(|s| s.trim()) == Some("ready")).then(|| PathBuf::from(dir))
+    }
+
+    /// Stops a server found running while we hold the lock: its wagate died without stopping
+    /// it (say, killed while the server was starting). Only a server of ours is stopped: one
+    /// without our settings file was started by someone else and is refused.
+    fn stop_orphan(&self) -> Result<(), ClusterError> {
+        let Some(pid) = self.postmaster() else {
+            return Ok(());
+        };
+        if !self.data_dir.join(OWNER_FILE).exists() {
+            return Err(ClusterError::ForeignServer {
+                dir: self.data_dir.clone(),
+                pid,
+            });
+        }
+        tracing::warn!(
+            pid,
+            dir = %self.data_dir.display(),
+            "stopping the PostgreSQL server a wagate that died left running"
+        );
+        self.stop_server()
+    }
+
+    /// Makes the cluster in a directory of its own beside the data directory, then renames it
+    /// into place: a start killed meanwhile (its `initdb` may even go on) leaves no half-made
+    /// cluster where the next start looks, only a leftover that start removes.
+    fn create(&self, fsync: bool) -> Result<(), ClusterError> {
+        let parent = self.data_dir.parent().unwrap_or(Path::new("/"));
+        let name = self
+            .data_dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let leftover_prefix = format!(".{name}.initdb-");
+        for entry in fs::read_dir(parent).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&leftover_prefix)
+            {
+                tracing::info!(dir = %entry.path().display(), "removing a cluster a killed start left half-made");
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        let fresh = parent.join(format!("{leftover_prefix}{}", std::process::id()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&fresh)
+            .map_err(io_error(format!("create {}", fresh.display())))?;
+        if let Some(user) = &self.binaries.as_user {
+            user.take_over(&fresh)?;
+        }
         let mut args: Vec<&OsStr> = vec![
             "-D".as_ref(),
-            self.data_dir.as_os_str(),
+            fresh.as_os_str(),
             "-U".as_ref(),
-            USER.as_ref(),
+            SUPERUSER.as_ref(),
             "--auth=trust".as_ref(),
             "--locale=C".as_ref(),
             "--encoding=UTF8".as_ref(),
@@ -268,31 +476,80 @@ impl Cluster {
         if !fsync {
             args.push("--no-sync".as_ref());
         }
-        let output = self.run("initdb", &args)?;
+        let output = self.run_in(parent, "initdb", &args)?;
         if !output.status.success() {
+            let _ = fs::remove_dir_all(&fresh);
             return Err(ClusterError::Initdb {
                 dir: self.data_dir.clone(),
                 output: printed(&output),
             });
         }
-        let conf = self.data_dir.join("postgresql.conf");
+        let conf = fresh.join("postgresql.conf");
         fs::OpenOptions::new()
             .append(true)
             .open(&conf)
             .and_then(|mut f| writeln!(f, "\n{INCLUDE_LINE}"))
-            .map_err(io_error(format!("extend {}", conf.display())))
+            .map_err(io_error(format!("extend {}", conf.display())))?;
+        // An empty directory (made by hand, or by an earlier wagate) gives way; anything else in
+        // it is someone's and stays.
+        match fs::remove_dir(&self.data_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => {
+                let _ = fs::remove_dir_all(&fresh);
+                return Err(ClusterError::NotACluster(self.data_dir.clone()));
+            }
+        }
+        fs::rename(&fresh, &self.data_dir).map_err(io_error(format!(
+            "move the new cluster into {}",
+            self.data_dir.display()
+        )))
+    }
+
+    /// The data directory when a socket path in it fits, else a private directory of the
+    /// server's user under the temporary directory, named for the data directory.
+    fn prepare_socket_dir(&self) -> Result<PathBuf, ClusterError> {
+        let usable = |dir: &Path| {
+            dir.to_str()
+                .is_some_and(|dir| dir.len() <= MAX_SOCKET_DIR && !dir.contains([',', '\'', '\\']))
+        };
+        if usable(&self.data_dir) {
+            return Ok(self.data_dir.clone());
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "wagate-pg-{:016x}",
+            fnv1a(self.data_dir.as_os_str().as_encoded_bytes())
+        ));
+        if !usable(&dir) {
+            return Err(ClusterError::UnsafeSocketDir(dir));
+        }
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                if let Some(user) = &self.binaries.as_user {
+                    user.own(&dir)?;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error(format!("create {}", dir.display()))(e)),
+        }
+        // Someone else may have made it first: only a private directory of the server's user
+        // will do.
+        let meta =
+            fs::symlink_metadata(&dir).map_err(io_error(format!("inspect {}", dir.display())))?;
+        let server_uid = fs::metadata(&self.data_dir)
+            .map_err(io_error(format!("inspect {}", self.data_dir.display())))?
+            .uid();
+        if !meta.is_dir() || meta.uid() != server_uid || meta.mode() & 0o077 != 0 {
+            return Err(ClusterError::UnsafeSocketDir(dir));
+        }
+        Ok(dir)
     }
 
     /// Starts the server, retrying while a killed predecessor's processes still hold shared
-    /// memory, or on another port when the one picked was taken meanwhile.
-    fn start_server(&mut self, options: &ClusterOptions) -> Result<(), ClusterError> {
+    /// memory, or stopping the predecessor itself when it came up meanwhile.
+    fn start_server(&mut self) -> Result<(), ClusterError> {
         let deadline = Instant::now() + START_PATIENCE;
         loop {
-            self.port = match options.port {
-                Some(port) => port,
-                None => free_port()?,
-            };
-            self.write_settings(options.fsync)?;
             let log_path = self.data_dir.join(LOG_FILE);
             let log_start = fs::metadata(&log_path).map_or(0, |m| m.len());
             let args: [&OsStr; 9] = [
@@ -311,9 +568,7 @@ impl Cluster {
                 return Ok(());
             }
             let log = log_since(&log_path, log_start);
-            let transient = log.contains("is still in use")
-                || (options.port.is_none() && log.contains("Address already in use"));
-            if !transient || Instant::now() > deadline {
+            if Instant::now() > deadline {
                 let log = if log.trim().is_empty() {
                     printed(&output)
                 } else {
@@ -324,30 +579,48 @@ impl Cluster {
                     log,
                 });
             }
-            std::thread::sleep(Duration::from_millis(200));
+            if log.contains("is still in use") {
+                std::thread::sleep(Duration::from_millis(200));
+            } else if self.postmaster().is_some() {
+                // A dead wagate's pg_ctl started its server after we looked: ours could not.
+                self.stop_orphan()?;
+            } else {
+                return Err(ClusterError::Start {
+                    dir: self.data_dir.clone(),
+                    log: if log.trim().is_empty() {
+                        printed(&output)
+                    } else {
+                        log
+                    },
+                });
+            }
         }
     }
 
-    fn write_settings(&self, fsync: bool) -> Result<(), ClusterError> {
-        // Unix socket paths are limited to about 100 bytes and are awkward to quote: the socket
-        // is a convenience for psql, so it is left out when the path does not fit.
-        let socket_dir = self
-            .data_dir
-            .to_str()
-            .filter(|dir| dir.len() < 80 && !dir.contains(['\'', '"', ',', '\\']))
-            .unwrap_or("");
+    fn write_settings(&self, fsync: bool, token: &str) -> Result<(), ClusterError> {
         let mut settings = format!(
             "# Written by wagate at every start: edits here are lost.\n\
-             listen_addresses = '127.0.0.1'\n\
-             port = {}\n\
-             unix_socket_directories = '{socket_dir}'\n",
-            self.port
+             listen_addresses = ''\n\
+             port = {PORT}\n\
+             unix_socket_directories = '{}'\n\
+             unix_socket_permissions = 0700\n\
+             hba_file = 'pg_hba.conf'\n",
+            self.socket_dir.display()
         );
         if !fsync {
             settings.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
         }
-        let path = self.data_dir.join(CONF_FILE);
-        fs::write(&path, settings).map_err(io_error(format!("write {}", path.display())))?;
+        self.write_file(CONF_FILE, &settings)?;
+        self.write_file("pg_hba.conf", HBA)?;
+        self.write_file(OWNER_FILE, &format!("{token}\n"))
+    }
+
+    /// Writes a file of the data directory, owned by the server's user.
+    fn write_file(&self, name: &str, contents: &str) -> Result<(), ClusterError> {
+        let path = self.data_dir.join(name);
+        fs::write(&path, contents).map_err(io_error(format!("write {}", path.display())))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .map_err(io_error(format!("restrict {}", path.display())))?;
         if let Some(user) = &self.binaries.as_user {
             user.own(&path)?;
         }
@@ -364,37 +637,31 @@ impl Cluster {
         (cwd == self.data_dir).then_some(pid)
     }
 
-    /// Removes the lock files of a server that is gone. PostgreSQL would refuse to start while
-    /// their pid exists, and in a container a killed server's pid lingers as a zombie or is
-    /// reused. Old processes still attached to the shared memory are caught by PostgreSQL's own
-    /// check, which does not need these files.
-    fn remove_stale_locks(&self) -> Result<(), ClusterError> {
-        let entries = fs::read_dir(&self.data_dir)
-            .map_err(io_error(format!("list {}", self.data_dir.display())))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name == PID_FILE || name.starts_with(".s.PGSQL.") {
-                tracing::info!(file = %entry.path().display(), "removing a lock file of a server that is gone");
-                fs::remove_file(entry.path())
-                    .map_err(io_error(format!("remove {}", entry.path().display())))?;
-            }
-        }
-        Ok(())
-    }
-
     /// A shell that waits for EOF on its stdin, a pipe held by this process, then shuts the
-    /// server down and, for a throwaway cluster, deletes the data directory.
-    fn spawn_watchdog(&self) -> Result<Child, ClusterError> {
+    /// server down and, for a throwaway cluster, deletes the data directory and its lock file.
+    ///
+    /// It starts before the server, so when this process dies while `pg_ctl` is still starting
+    /// it, the shell waits for the server to appear, unless another start has taken the
+    /// directory over (the owner file no longer holds our token).
+    fn spawn_watchdog(&self, token: &str) -> Result<Child, ClusterError> {
         const SCRIPT: &str = r#"
 trap '' INT TERM HUP
 read -r _
-pid=$(head -n 1 "$1/postmaster.pid" 2>/dev/null)
-if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd")" = "$1" ]; then kill -INT "$pid"; fi
+token=$3
+i=0
+while [ $i -lt 600 ] && [ "$(cat "$1/wagate.owner" 2>/dev/null)" = "$token" ]; do
+    pid=$(head -n 1 "$1/postmaster.pid" 2>/dev/null)
+    if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd")" = "$1" ]; then
+        [ "$(cat "$1/wagate.owner" 2>/dev/null)" = "$token" ] && kill -INT "$pid"
+        break
+    fi
+    sleep 0.1
+    i=$((i + 1))
+done
 if [ "$2" = throwaway ]; then
     i=0
     while [ -e "$1/postmaster.pid" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-    rm -rf -- "$1"
+    rm -rf -- "$1" "$1.lock"
 fi
 "#;
         let mode = if self.throwaway { "throwaway" } else { "keep" };
@@ -402,6 +669,7 @@ fi
             .args(["-c", SCRIPT, "wagate-postgres-watchdog"])
             .arg(&self.data_dir)
             .arg(mode)
+            .arg(token)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -409,22 +677,26 @@ fi
             .map_err(io_error("start the PostgreSQL watchdog shell"))
     }
 
-    async fn create_database(&self) -> Result<(), ClusterError> {
-        let failed = |source| ClusterError::CreateDatabase {
+    /// Makes [`APP_ROLE`] (login, nothing more) and gives it the `wagate` database and every
+    /// table in it; a cluster from before the role existed had them all owned by the superuser.
+    async fn set_up_database(&self) -> Result<(), ClusterError> {
+        let failed = |source| ClusterError::Setup {
             dir: self.data_dir.clone(),
             source,
         };
-        let (client, connection) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} user={USER} dbname=postgres",
-                self.port
-            ),
-            NoTls,
-        )
-        .await
-        .map_err(failed)?;
-        let connection = tokio::spawn(connection);
-        let exists: bool = client
+        let admin = connect(&self.superuser_url()).await.map_err(failed)?;
+        admin
+            .batch_execute(&format!(
+                "DO $$ BEGIN
+                     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+                         CREATE ROLE {APP_ROLE} LOGIN;
+                     END IF;
+                 END $$;
+                 ALTER ROLE {APP_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;"
+            ))
+            .await
+            .map_err(failed)?;
+        let exists: bool = admin
             .query_one(
                 "SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)",
                 &[&DATABASE],
@@ -432,44 +704,61 @@ fi
             .await
             .map_err(failed)?
             .get(0);
-        if !exists {
-            client
-                .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-                .await
-                .map_err(failed)?;
-        }
-        drop(client);
-        // The connection ends once its client is gone; its outcome no longer matters.
-        let _ = connection.await;
+        let database = if exists {
+            format!("ALTER DATABASE {DATABASE} OWNER TO {APP_ROLE}")
+        } else {
+            format!("CREATE DATABASE {DATABASE} OWNER {APP_ROLE}")
+        };
+        admin.batch_execute(&database).await.map_err(failed)?;
+        drop(admin);
+
+        let url = self.url_as(SUPERUSER, DATABASE);
+        let admin = connect(&url).await.map_err(failed)?;
+        // Altering a table's owner takes its indexes and the sequences of its columns along.
+        admin
+            .batch_execute(&format!(
+                "ALTER SCHEMA public OWNER TO {APP_ROLE};
+                 DO $$
+                 DECLARE
+                     object record;
+                 BEGIN
+                     FOR object IN
+                         SELECT c.oid::regclass AS name FROM pg_class c
+                         JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
+                           AND c.relowner <> '{APP_ROLE}'::regrole
+                     LOOP
+                         EXECUTE format('ALTER TABLE %s OWNER TO {APP_ROLE}', object.name);
+                     END LOOP;
+                     FOR object IN
+                         SELECT c.oid::regclass AS name FROM pg_class c
+                         JOIN pg_namespace n ON n.oid = c.relnamespace
+                         WHERE n.nspname = 'public' AND c.relkind = 'S'
+                           AND c.relowner <> '{APP_ROLE}'::regrole
+                           AND NOT EXISTS (
+                               SELECT FROM pg_depend d
+                               WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                 AND d.deptype IN ('a', 'i'))
+                     LOOP
+                         EXECUTE format('ALTER SEQUENCE %s OWNER TO {APP_ROLE}', object.name);
+                     END LOOP;
+                 END $$;"
+            ))
+            .await
+            .map_err(failed)?;
         Ok(())
     }
 
     /// Stops the watchdog, then the server, then deletes a throwaway data directory. Safe to
-    /// call twice.
+    /// call twice; does nothing to a server another process runs.
     fn shutdown(&mut self) -> Result<(), ClusterError> {
         if let Some(mut watchdog) = self.watchdog.take() {
             // Killing it closes nothing of the server; it only must not act after we did.
             let _ = watchdog.kill();
             let _ = watchdog.wait();
         }
-        if std::mem::take(&mut self.running) && self.postmaster().is_some() {
-            let args: [&OsStr; 8] = [
-                "stop".as_ref(),
-                "-D".as_ref(),
-                self.data_dir.as_os_str(),
-                "-m".as_ref(),
-                "fast".as_ref(),
-                "-w".as_ref(),
-                "-t".as_ref(),
-                "60".as_ref(),
-            ];
-            let output = self.run("pg_ctl", &args)?;
-            if !output.status.success() {
-                return Err(ClusterError::Stop {
-                    dir: self.data_dir.clone(),
-                    output: printed(&output),
-                });
-            }
+        if std::mem::take(&mut self.owned) && self.postmaster().is_some() {
+            self.stop_server()?;
         }
         if std::mem::take(&mut self.throwaway) {
             match fs::remove_dir_all(&self.data_dir) {
@@ -481,12 +770,47 @@ fi
                 }
                 _ => {}
             }
+            // Nobody waits on a throwaway directory's lock; a socket directory of its own is
+            // empty once the server is down.
+            let _ = fs::remove_file(self.lock_path());
+            if self.socket_dir != self.data_dir {
+                let _ = fs::remove_dir(&self.socket_dir);
+            }
+        }
+        self.lock = None;
+        Ok(())
+    }
+
+    /// `pg_ctl stop -m fast`, waiting until the server is down.
+    fn stop_server(&self) -> Result<(), ClusterError> {
+        let args: [&OsStr; 8] = [
+            "stop".as_ref(),
+            "-D".as_ref(),
+            self.data_dir.as_os_str(),
+            "-m".as_ref(),
+            "fast".as_ref(),
+            "-w".as_ref(),
+            "-t".as_ref(),
+            "60".as_ref(),
+        ];
+        let output = self.run("pg_ctl", &args)?;
+        if !output.status.success() && self.postmaster().is_some() {
+            return Err(ClusterError::Stop {
+                dir: self.data_dir.clone(),
+                output: printed(&output),
+            });
         }
         Ok(())
     }
 
-    /// Runs a server binary to completion, as the `postgres` user when we are root.
+    /// Runs a server binary to completion in the data directory, as the `postgres` user when
+    /// we are root.
     fn run(&self, program: &str, args: &[&OsStr]) -> Result<Output, ClusterError> {
+        self.run_in(&self.data_dir, program, args)
+    }
+
+    /// Runs a server binary to completion in `dir`, as the `postgres` user when we are root.
+    fn run_in(&self, dir: &Path, program: &str, args: &[&OsStr]) -> Result<Output, ClusterError> {
         let exe = self.binaries.dir.join(program);
         let mut command = match &self.binaries.as_user {
             Some(user) => {
@@ -499,7 +823,7 @@ fi
         // The caller's directory may be one the postgres user cannot enter.
         command
             .args(args)
-            .current_dir(&self.data_dir)
+            .current_dir(dir)
             .stdin(Stdio::null())
             .output()
             .map_err(io_error(format!("run {}", exe.display())))
@@ -613,6 +937,54 @@ impl SystemUser {
     }
 }
 
+/// Removes the lock files of a server that is gone from `dir` (the data or socket directory).
+/// PostgreSQL would refuse to start while their pid exists, and in a container a killed
+/// server's pid lingers as a zombie or is reused. Old processes still attached to the shared
+/// memory are caught by PostgreSQL's own check, which does not need these files.
+fn remove_stale_locks(dir: &Path) -> Result<(), ClusterError> {
+    let entries = fs::read_dir(dir).map_err(io_error(format!("list {}", dir.display())))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name == PID_FILE || name.starts_with(".s.PGSQL.") {
+            tracing::info!(file = %entry.path().display(), "removing a lock file of a server that is gone");
+            fs::remove_file(entry.path())
+                .map_err(io_error(format!("remove {}", entry.path().display())))?;
+        }
+    }
+    Ok(())
+}
+
+/// `data_dir` made absolute through its existing parent, which is created if missing; the
+/// data directory itself may not exist yet.
+fn resolve(data_dir: &Path) -> Result<PathBuf, ClusterError> {
+    // The server's working directory is the resolved path, which `postmaster` compares with.
+    if let Ok(resolved) = data_dir.canonicalize() {
+        return Ok(resolved);
+    }
+    let name = data_dir.file_name().ok_or_else(|| ClusterError::Io {
+        doing: format!("use {} as a data directory", data_dir.display()),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "it names no directory"),
+    })?;
+    let parent = match data_dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).map_err(io_error(format!("create {}", parent.display())))?;
+    let parent = parent
+        .canonicalize()
+        .map_err(io_error(format!("resolve {}", parent.display())))?;
+    Ok(parent.join(name))
+}
+
+/// A connection whose driver runs until the client is dropped.
+async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    // The connection ends once its client is gone; its outcome no longer matters then.
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// Our effective user id, from `/proc` (`None` where there is no `/proc`).
 fn effective_uid() -> Option<u32> {
     fs::read_to_string("/proc/self/status")
@@ -625,12 +997,24 @@ fn effective_uid() -> Option<u32> {
         .ok()
 }
 
-/// A port free on 127.0.0.1 right now; the server may still lose it to a race, then we retry.
-fn free_port() -> Result<u16, ClusterError> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(io_error("find a free port on 127.0.0.1"))
+/// `text` as a URL host: a socket directory's slashes and everything else outside the
+/// unreserved characters percent-encoded.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// FNV-1a: a stable name for a data directory's socket directory, the same in every build.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What a command printed, for an error message.

@@ -25,7 +25,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::domain::{DeviceId, TenantId};
 
-pub use cluster::{Cluster, ClusterError, ClusterOptions};
+pub use cluster::{APP_ROLE, Cluster, ClusterError, ClusterOptions};
 pub use devices::DeviceChange;
 pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener};
 pub use tenants::Credential;

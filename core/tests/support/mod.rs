@@ -5,12 +5,16 @@ use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 use wagate_core::domain::{DeviceId, Tenant};
-use wagate_core::store::{Cluster, ClusterOptions, Store};
+use wagate_core::store::{APP_ROLE, Cluster, ClusterOptions, Store};
 
 /// The server the tests' databases live on.
 struct Server {
     /// A URL of a database on it from which others can be created.
     admin_url: String,
+    /// The URL tests connect with (its database name replaced), and the role that must own
+    /// their databases for it: the embedded cluster's gateway role, as in production.
+    app_url: String,
+    owner: Option<&'static str>,
     /// Kept for the binary's lifetime; its watchdog stops it and deletes its directory when the
     /// process exits.
     _cluster: Option<Cluster>,
@@ -23,7 +27,9 @@ async fn server() -> &'static Server {
         .get_or_init(|| async {
             if let Ok(url) = std::env::var("WAGATE_TEST_DATABASE_URL") {
                 return Server {
-                    admin_url: url,
+                    admin_url: url.clone(),
+                    app_url: url,
+                    owner: None,
                     _cluster: None,
                 };
             }
@@ -32,7 +38,9 @@ async fn server() -> &'static Server {
                 .await
                 .expect("the test PostgreSQL cluster starts");
             Server {
-                admin_url: cluster.url(),
+                admin_url: cluster.superuser_url(),
+                app_url: cluster.url(),
+                owner: Some(APP_ROLE),
                 _cluster: Some(cluster),
             }
         })
@@ -42,7 +50,6 @@ async fn server() -> &'static Server {
 /// Options for a test cluster: fast, and gone with the process.
 pub fn throwaway_options() -> ClusterOptions {
     ClusterOptions {
-        port: None,
         fsync: false,
         throwaway: true,
     }
@@ -50,19 +57,22 @@ pub fn throwaway_options() -> ClusterOptions {
 
 /// The URL of a new, empty database of its own.
 pub async fn fresh_database_url() -> String {
-    let admin_url = &server().await.admin_url;
+    let server = server().await;
     let name = format!("t_{}", Uuid::new_v4().simple());
-    let (client, connection) = tokio_postgres::connect(admin_url, NoTls)
+    let (client, connection) = tokio_postgres::connect(&server.admin_url, NoTls)
         .await
         .expect("the test server accepts connections");
     let connection = tokio::spawn(connection);
     client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .batch_execute(&match server.owner {
+            Some(owner) => format!("CREATE DATABASE {name} OWNER {owner}"),
+            None => format!("CREATE DATABASE {name}"),
+        })
         .await
         .expect("a test database can be created");
     drop(client);
     let _ = connection.await;
-    with_database(admin_url, &name)
+    with_database(&server.app_url, &name)
 }
 
 /// A store on a new database of its own, migrated.

@@ -2,7 +2,8 @@
 //! its output collected, killed when dropped.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,8 +24,19 @@ impl Wagate {
 
     /// `wagate serve` on `database_url` with `args` and the variables `env` set.
     pub fn start_with_env(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = serve(database_url, args)
-            .envs(env.iter().copied())
+        let mut command = serve(database_url, args);
+        command.envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// `wagate serve` with `args` on the embedded PostgreSQL in `data_dir`.
+    pub fn start_embedded(data_dir: &Path, args: &[&str]) -> Self {
+        Self::spawn(serve_embedded(data_dir, args))
+    }
+
+    /// Runs `command` and waits until it says where it listens.
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .expect("wagate starts");
@@ -69,6 +81,16 @@ impl Wagate {
         );
     }
 
+    /// SIGTERM, then waits for the process to end: a graceful shutdown.
+    pub fn terminate(mut self) -> ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM delivered");
+        self.child.wait().expect("wagate ends")
+    }
+
     /// `kill -9`: no shutdown, no cleanup.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -78,13 +100,32 @@ impl Wagate {
 
 /// `wagate serve` on `database_url` with `args`, on a free port, as the tests run it.
 pub fn serve(database_url: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
+    let mut command = serve_on_free_port(args);
+    command.env("DATABASE_URL", database_url);
     command
-        .arg("serve")
+}
+
+/// `wagate serve` with `args` on the embedded PostgreSQL in `data_dir`, on a free port.
+pub fn serve_embedded(data_dir: &Path, args: &[&str]) -> Command {
+    let mut command = serve_on_free_port(args);
+    command
+        .env_remove("DATABASE_URL")
+        .env("WAGATE_DATA_DIR", data_dir);
+    command
+}
+
+fn serve_on_free_port(args: &[&str]) -> Command {
+    let mut command = wagate(&["serve"]);
+    command
         .args(args)
-        .args(["--listen", "127.0.0.1:0", "--basic-auth", "admin:secret"])
-        .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn");
+        .args(["--listen", "127.0.0.1:0", "--basic-auth", "admin:secret"]);
+    command
+}
+
+/// The `wagate` binary with `args`, quiet but for warnings.
+pub fn wagate(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wagate"));
+    command.args(args).env("RUST_LOG", "warn");
     command
 }
 
