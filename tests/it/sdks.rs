@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::support::pg;
 use crate::support::process::Wagate;
+use crate::support::{pg, tools};
 
 /// An example bounds each of its waits to a minute; this only stops a wedged one hanging CI.
 const EXAMPLE_LIMIT: Duration = Duration::from_secs(300);
@@ -87,8 +87,7 @@ fn works(program: &str, args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// True when every tool a test needs is there. Otherwise CI (which installs them all in
-/// `.ci/run`) fails, and a developer machine is told how to get them and the test is skipped.
+/// True when every tool a test needs is there (see `support::tools` for when it is not).
 fn tools_present(needs_python_runtime: bool) -> bool {
     let mut missing = Vec::new();
     if !works("openapi-python-client", &["--version"]) {
@@ -105,16 +104,7 @@ fn tools_present(needs_python_runtime: bool) -> bool {
     {
         missing.push("pip install -r examples/sdk-python/requirements.txt");
     }
-    if missing.is_empty() {
-        return true;
-    }
-    let how = missing.join("; ");
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the SDK tools are missing: {how}"
-    );
-    eprintln!("skipped: {how} to generate and run the SDK clients");
-    false
+    !tools::skip_for(&missing, "generate and run the SDK clients")
 }
 
 /// `openapi/sdks/generate.sh`, run once per test process: the example tests run in parallel and

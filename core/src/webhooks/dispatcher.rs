@@ -471,7 +471,12 @@ fn judge(
             gone: false,
         };
     };
-    let delay = retry_after.unwrap_or(delay).min(MAX_RETRY_AFTER);
+    // An endpoint may ask for a longer wait, never a shorter one: `Retry-After: 0` would
+    // otherwise spend the whole schedule at once.
+    let delay = match retry_after {
+        Some(asked) => asked.min(MAX_RETRY_AFTER).max(delay),
+        None => delay,
+    };
     let retry_at = at + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero());
     if delivery.expires_at.is_some_and(|expiry| retry_at >= expiry) {
         return DeliveryOutcome::Expired { status_code, error };
@@ -571,6 +576,38 @@ mod tests {
         match judge(&delivery(0, None), answer(429, Some(120)), &schedule, at) {
             DeliveryOutcome::Failed { retry_at, .. } => {
                 assert_eq!((retry_at - at).num_seconds(), 120)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn retry_after_never_shortens_the_scheduled_delay() {
+        let schedule = RetrySchedule::parse("10s,20s").unwrap();
+        let at = Utc::now();
+        for asked in [0, 3] {
+            match judge(&delivery(0, None), answer(503, Some(asked)), &schedule, at) {
+                DeliveryOutcome::Failed { retry_at, .. } => {
+                    let wait = (retry_at - at).num_milliseconds();
+                    assert!(wait >= 9000, "Retry-After: {asked} gave {wait} ms");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_is_capped_at_a_day() {
+        let schedule = RetrySchedule::parse("10s").unwrap();
+        let at = Utc::now();
+        match judge(
+            &delivery(0, None),
+            answer(429, Some(10 * 24 * 3600)),
+            &schedule,
+            at,
+        ) {
+            DeliveryOutcome::Failed { retry_at, .. } => {
+                assert_eq!((retry_at - at).num_hours(), 24)
             }
             other => panic!("{other:?}"),
         }

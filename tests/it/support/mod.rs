@@ -27,6 +27,8 @@ pub mod nats;
 #[cfg(all(test, feature = "sandbox"))]
 pub mod process;
 pub mod receiver;
+#[cfg(test)]
+pub mod tools;
 
 /// How a test gateway runs.
 #[derive(Clone)]

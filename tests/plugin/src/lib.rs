@@ -1,6 +1,7 @@
 //! A plugin for wagate's own tests. Its config says what it does with every event:
 //! `{"record": "/path"}` appends the event as a line to the file, `{"panic": true}` panics,
-//! `{"sleep_ms": N}` sleeps first, `{"refuse": "reason"}` refuses to start.
+//! `{"hold_until": "/path"}` takes no event before that file exists, `{"refuse": "reason"}`
+//! refuses to start.
 //!
 //! With the environment variable `WAGATE_TEST_PLUGIN_OTHER_ABI` set, its entry point reports
 //! ABI version 99, to test the gateway's refusal of a mismatched plugin.
@@ -14,7 +15,8 @@ use wagate_plugin::{__vtable, ABI_VERSION, Host, Plugin, PluginVTable};
 struct Scripted {
     record: Option<std::fs::File>,
     panic: bool,
-    sleep: Duration,
+    /// Every event waits until this file exists: a plugin as slow as the test wants.
+    hold_until: Option<std::path::PathBuf>,
 }
 
 impl Plugin for Scripted {
@@ -37,12 +39,16 @@ impl Plugin for Scripted {
         Ok(Self {
             record,
             panic: config["panic"].as_bool().unwrap_or(false),
-            sleep: Duration::from_millis(config["sleep_ms"].as_u64().unwrap_or(0)),
+            hold_until: config["hold_until"].as_str().map(Into::into),
         })
     }
 
     fn on_event(&mut self, event: &str) -> Result<(), String> {
-        std::thread::sleep(self.sleep);
+        while let Some(file) = &self.hold_until
+            && !file.exists()
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         if self.panic {
             panic!("this test plugin panics on every event");
         }
