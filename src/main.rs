@@ -15,7 +15,7 @@ use wagate_core::events::EventBus;
 use wagate_core::plugins::{PluginHost, PluginSpec};
 use wagate_core::store::{Cluster, ClusterOptions, Store};
 use wagate_core::webhooks::{Dispatcher, RetrySchedule, WebhookConfig, Webhooks};
-use wagate_openapi::ApiState;
+use wagate_openapi::{AdminCredential, ApiState};
 
 /// wagate: a multi-tenant WhatsApp multi-device login gateway.
 #[derive(Parser)]
@@ -77,6 +77,10 @@ struct ServeArgs {
     /// Credentials of the default tenant, `user:pass[,user2:pass2]`.
     #[arg(long, env = "WAGATE_BASIC_AUTH")]
     basic_auth: Option<String>,
+    /// The operator's credential for the admin API (`/admin/…`), `user:pass[,user2:pass2]`;
+    /// no tenant's. The admin API is off when unset.
+    #[arg(long, env = "WAGATE_ADMIN_AUTH", hide_env_values = true)]
+    admin_auth: Option<String>,
     /// Seconds a login call waits for WhatsApp before answering 504.
     #[arg(long, env = "WAGATE_LOGIN_TIMEOUT", default_value_t = 20)]
     login_timeout: u64,
@@ -232,7 +236,9 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     Ok(std::path::absolute(path)?)
 }
 
-fn parse_basic_auth(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
+/// `user:pass[,user2:pass2]` from the setting `name` (named in errors, which never show a
+/// password).
+fn parse_basic_auth(name: &str, raw: &str) -> anyhow::Result<Vec<(String, String)>> {
     raw.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|pair| match pair.trim().split_once(':') {
@@ -240,19 +246,41 @@ fn parse_basic_auth(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
                 Ok((user.to_string(), pass.to_string()))
             }
             _ => bail!(
-                "WAGATE_BASIC_AUTH entry `{}` must be user:password",
+                "{name} entry `{}` must be user:password",
                 pair.split(':').next().unwrap_or_default()
             ),
         })
         .collect()
 }
 
+/// The admin credential from `WAGATE_ADMIN_AUTH`, kept apart from the tenants': a username of
+/// the default tenant's (`WAGATE_BASIC_AUTH`) is refused.
+fn admin_credential(
+    raw: Option<&str>,
+    tenant_pairs: Option<&[(String, String)]>,
+) -> anyhow::Result<Option<AdminCredential>> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let pairs = parse_basic_auth("WAGATE_ADMIN_AUTH", raw)?;
+    for (user, _) in &pairs {
+        if tenant_pairs.is_some_and(|t| t.iter().any(|(u, _)| u == user)) {
+            bail!(
+                "WAGATE_ADMIN_AUTH username `{user}` is also in WAGATE_BASIC_AUTH: the admin \
+                 credential must not be a tenant's; choose another username"
+            );
+        }
+    }
+    Ok(AdminCredential::new(pairs))
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let basic_auth = args
         .basic_auth
         .as_deref()
-        .map(parse_basic_auth)
+        .map(|raw| parse_basic_auth("WAGATE_BASIC_AUTH", raw))
         .transpose()?;
+    let admin = admin_credential(args.admin_auth.as_deref(), basic_auth.as_deref())?;
     let webhook_config = args.webhooks.config()?;
     let mut specs = args
         .plugins
@@ -332,6 +360,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhooks,
         plugins: plugins.counters(),
         public_url: args.public_url.clone(),
+        admin,
     };
     #[cfg(feature = "sandbox")]
     let app = wagate_openapi::sandbox_app(state, control);
@@ -422,4 +451,44 @@ async fn sandbox_endpoint(
     bail!(
         "this is a sandbox build: start it with --sandbox or --whatsapp-url ws://127.0.0.1:PORT/ws/chat"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_api_is_off_without_an_admin_credential() {
+        assert!(admin_credential(None, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_admin_credential_verifies_its_pair_only() {
+        let admin = admin_credential(Some("operator:pa:ss"), None)
+            .unwrap()
+            .expect("an admin credential");
+        assert!(admin.verify("operator", "pa:ss"));
+        assert!(!admin.verify("operator", "pa"));
+    }
+
+    #[test]
+    fn an_admin_username_of_the_default_tenant_is_refused() {
+        let tenants = parse_basic_auth("WAGATE_BASIC_AUTH", "admin:secret").unwrap();
+        let err = admin_credential(Some("admin:zq9xk"), Some(&tenants))
+            .expect_err("refused")
+            .to_string();
+        assert!(err.contains("WAGATE_BASIC_AUTH"), "{err}");
+        assert!(!err.contains("zq9xk"), "no password in errors: {err}");
+    }
+
+    #[test]
+    fn a_malformed_admin_credential_is_named_without_its_password() {
+        let err = admin_credential(Some("operator"), None)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.starts_with("WAGATE_ADMIN_AUTH entry `operator`"),
+            "{err}"
+        );
+    }
 }

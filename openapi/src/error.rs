@@ -21,13 +21,14 @@ pub enum ApiError {
         Json<ErrorEnvelope>,
         #[oai(header = "WWW-Authenticate")] String,
     ),
-    /// The device, webhook, delivery or image does not exist for this tenant.
+    /// The device, webhook, delivery or image does not exist for this tenant; or, on the admin
+    /// API, the tenant or credential does not exist, or the admin API is off.
     #[oai(status = 404)]
     NotFound(Json<ErrorEnvelope>),
     /// The method is not served on this path.
     #[oai(status = 405)]
     MethodNotAllowed(Json<ErrorEnvelope>, #[oai(header = "Allow")] String),
-    /// The device already exists, or the request conflicts with what is stored.
+    /// The device or tenant already exists, or the request conflicts with what is stored.
     #[oai(status = 409)]
     Conflict(Json<ErrorEnvelope>),
     /// The body is larger than the gateway takes.
@@ -67,12 +68,18 @@ pub enum ErrorCode {
     WebhookNotFound,
     /// No delivery with this id for this endpoint (404).
     DeliveryNotFound,
-    /// No such route, QR image or sandbox phone (404).
+    /// No tenant with this id (404; admin API).
+    TenantNotFound,
+    /// The tenant has no credential with this username (404; admin API).
+    CredentialNotFound,
+    /// No such route, QR image or sandbox phone, or the admin API is off (404).
     NotFound,
     /// The method is not served on this path; `Allow` lists those that are (405).
     MethodNotAllowed,
     /// A device with this id exists already (409).
     DeviceAlreadyExists,
+    /// A tenant with this name exists already (409; admin API).
+    TenantExists,
     /// A QR code event whose code expired is not sent again (409).
     DeliveryExpired,
     /// The device was deleted or logged out while its login was pending (409).
@@ -119,6 +126,27 @@ impl ApiError {
                 "missing or wrong credentials: send HTTP Basic auth with a wagate credential",
             ),
             BASIC_CHALLENGE.to_string(),
+        )
+    }
+
+    /// 401 `AUTHENTICATION_ERROR` on the admin API.
+    pub fn admin_unauthorized() -> Self {
+        Self::Unauthorized(
+            body(
+                ErrorCode::AuthenticationError,
+                "missing or wrong credentials: send HTTP Basic auth with the admin credential \
+                 (WAGATE_ADMIN_AUTH); a tenant's credential is not accepted here",
+            ),
+            BASIC_CHALLENGE.to_string(),
+        )
+    }
+
+    /// 404 `NOT_FOUND` for every `/admin/…` path while the admin API is off.
+    pub fn admin_off() -> Self {
+        Self::not_found(
+            ErrorCode::NotFound,
+            "the admin API is off: set WAGATE_ADMIN_AUTH=user:password on the gateway to turn \
+             it on",
         )
     }
 
@@ -191,6 +219,9 @@ impl From<StoreError> for ApiError {
             StoreError::DeviceNotFound { .. } => {
                 Self::not_found(ErrorCode::DeviceNotFound, e.to_string())
             }
+            // The caller's tenant was deleted after its credential was checked: that credential
+            // is no longer any tenant's.
+            StoreError::TenantNotFound(_) => Self::unauthorized(),
             other => Self::internal(other),
         }
     }
@@ -258,6 +289,9 @@ pub(crate) fn envelope_errors(error: poem::Error, path: &str, routes: &Routes) -
         ))
     } else {
         match error.status() {
+            StatusCode::UNAUTHORIZED if crate::admin::is_admin_path(path) => {
+                ApiError::admin_unauthorized()
+            }
             StatusCode::UNAUTHORIZED => ApiError::unauthorized(),
             StatusCode::NOT_FOUND => {
                 ApiError::not_found(ErrorCode::NotFound, "no such endpoint: see /docs")
@@ -299,10 +333,24 @@ fn plain(reason: &str) -> String {
         format!("must be at most {n}")
     } else if let Some(n) = argument("minimum") {
         format!("must be at least {n}")
+    } else if rule == format!("pattern(\"{}\")", crate::text::NOT_BLANK) {
+        "must contain more than whitespace".to_string()
     } else if let Some(pattern) = rule.strip_prefix("pattern(") {
         format!("must match {}", pattern.trim_end_matches(')'))
     } else {
         format!("must be {rule}")
     };
     format!("{before}{rule}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wagate_core::domain::TenantId;
+
+    #[test]
+    fn a_write_for_a_tenant_deleted_meanwhile_is_unauthorized_not_internal() {
+        let e = ApiError::from(StoreError::TenantNotFound(TenantId(uuid::Uuid::nil())));
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+    }
 }

@@ -1,6 +1,8 @@
 //! wagate's HTTP API: the seed's login endpoints, device management, public QR images, the
-//! envelope, Basic auth to a tenant, and the spec generated from this code.
+//! envelope, Basic auth to a tenant, the operator's admin API, and the spec generated from this
+//! code.
 
+mod admin;
 mod auth;
 mod devices;
 mod envelope;
@@ -31,6 +33,7 @@ use wagate_core::engine::DeviceManager;
 use wagate_core::plugins::PluginCounters;
 use wagate_core::webhooks::Webhooks;
 
+pub use admin::{AdminAuth, AdminCredential};
 pub use auth::TenantAuth;
 pub use envelope::ErrorEnvelope;
 pub use error::{ApiError, ErrorCode};
@@ -47,6 +50,9 @@ pub struct ApiState {
     /// Base of the links the API hands out (e.g. `https://wa.example.com`); from the request's
     /// `Host` when unset.
     pub public_url: Option<String>,
+    /// The operator's credential for `/admin/…` (`WAGATE_ADMIN_AUTH`); the admin API is off
+    /// (every `/admin/…` path a 404) without one.
+    pub admin: Option<AdminCredential>,
 }
 
 impl ApiState {
@@ -82,6 +88,9 @@ pub enum ApiTags {
     Plugins,
     /// Liveness.
     Health,
+    /// Tenants and their credentials, for the operator: its own credential
+    /// (`WAGATE_ADMIN_AUTH`), off without it.
+    Admin,
 }
 
 type Apis = (
@@ -90,15 +99,17 @@ type Apis = (
     webhooks::WebhooksApi,
     plugins::PluginsApi,
     statics::StaticsApi,
+    admin::AdminApi,
 );
 
 /// The error answers of every operation, module by module.
-const ERRORS: [&[spec::OperationErrors]; 5] = [
+const ERRORS: [&[spec::OperationErrors]; 6] = [
     devices::ERRORS,
     login::ERRORS,
     webhooks::ERRORS,
     plugins::ERRORS,
     statics::ERRORS,
+    admin::ERRORS,
 ];
 
 fn apis() -> Apis {
@@ -108,6 +119,7 @@ fn apis() -> Apis {
         webhooks::WebhooksApi,
         plugins::PluginsApi,
         statics::StaticsApi,
+        admin::AdminApi,
     )
 }
 
@@ -185,8 +197,8 @@ fn sandbox_service(
             http: reqwest::Client::new(),
         },
     ));
-    let [d, l, w, p, s] = ERRORS;
-    let published = Published::of(&api, &[d, l, w, p, s, sandbox::ERRORS]);
+    let [d, l, w, p, s, a] = ERRORS;
+    let published = Published::of(&api, &[d, l, w, p, s, a, sandbox::ERRORS]);
     (api, published)
 }
 
@@ -210,6 +222,7 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
         routes,
     } = published;
     let routes = Arc::new(routes);
+    let admin_on = state.admin.is_some();
     let docs = Route::new().at("/", make_sync(move |_| Html(docs.clone())));
     Route::new()
         .nest("/", api)
@@ -234,6 +247,11 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
             let routes = Arc::clone(&routes);
             async move {
                 let path = req.uri().path().to_string();
+                // Without an admin credential nothing under /admin is served, whatever the
+                // method, body or credentials.
+                if !admin_on && admin::is_admin_path(&path) {
+                    return Ok(ApiError::admin_off().into_response());
+                }
                 // Bodies are read here, within the limit, whatever their Content-Length says.
                 match req.take_body().into_bytes_limit(error::MAX_BODY).await {
                     Ok(bytes) => req.set_body(bytes),

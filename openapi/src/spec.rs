@@ -27,7 +27,7 @@ pub(crate) struct OperationErrors {
 const INFALLIBLE: [&str; 1] = ["health"];
 
 /// An example for every parameter, by name: the seed's own values where it has them.
-const PARAMETER_EXAMPLES: [(&str, &str); 8] = [
+const PARAMETER_EXAMPLES: [(&str, &str); 10] = [
     ("device_id", "\"my-device-id\""),
     ("phone", "\"628912344551\""),
     ("id", "\"0b6f6f2e-5c1e-4c1a-9d8e-2f1b5a7c9d30\""),
@@ -39,6 +39,8 @@ const PARAMETER_EXAMPLES: [(&str, &str); 8] = [
     ("status", "\"delivered\""),
     ("limit", "50"),
     ("before", "\"7c9e6679-7425-40de-944b-e07fc1f90ae7\""),
+    ("tenant_id", "\"3f2a8c1e-9b4d-4e7a-8c21-5d6e7f809a1b\""),
+    ("username", "\"wg_4Jc1aZ0qL8sVt2Xy\""),
 ];
 
 const ERROR_SCHEMA: &str = "#/components/schemas/ErrorEnvelope";
@@ -279,6 +281,11 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
         .get("security")
         .and_then(Value::as_array)
         .is_some_and(|s| !s.is_empty());
+    let admin = operation["security"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|scheme| scheme.get("adminAuth").is_some());
     if !secured {
         operation["security"] = json!([]);
     }
@@ -297,12 +304,20 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
     }
     responses.retain(|status, _| !status.starts_with('4') && !status.starts_with('5'));
     let mut answers: Vec<(u16, &str)> = declared.answers.concat();
-    if secured {
+    if admin {
+        answers.push((
+            401,
+            "`AUTHENTICATION_ERROR`: no or wrong credentials; send HTTP Basic auth with the admin \
+             credential (`WAGATE_ADMIN_AUTH`). A tenant's credential is refused.",
+        ));
+    } else if secured {
         answers.push((
             401,
             "`AUTHENTICATION_ERROR`: no or wrong credentials; send HTTP Basic auth with a wagate \
              credential.",
         ));
+    }
+    if secured {
         answers.push((
             429,
             "`RATE_LIMITED`: too many failed sign-ins from this address or for this username \

@@ -12,6 +12,10 @@ use serde_json::Value;
 
 use crate::schema_as::schema_as;
 
+/// The pattern of a text that must hold more than whitespace (validators take it as a
+/// literal: `pattern = r"\S"`); a failure reads "must contain more than whitespace".
+pub const NOT_BLANK: &str = r"\S";
+
 /// Refuses text with a NUL character (U+0000): PostgreSQL cannot store one in a text column,
 /// so it would otherwise fail the request with a 500 after the input was accepted.
 pub struct Storable;

@@ -1,6 +1,7 @@
 //! wagate end to end: the real HTTP API over a real socket, a PostgreSQL cluster the tests start,
 //! and the WhatsApp sandbox driving the real whatsapp-rust client.
 
+mod admin;
 mod auth;
 #[cfg(feature = "sandbox")]
 mod binary;

@@ -85,7 +85,10 @@ async fn logged_in_reaches_the_receiver_after_the_scan_signed_both_ways() {
         .await;
 
     // How soon is a benchmark's question (examples/webhook_bench.rs); here: after the scan.
-    assert!(logged_in.at >= scanned_at, "logged_in arrived before the scan");
+    assert!(
+        logged_in.at >= scanned_at,
+        "logged_in arrived before the scan"
+    );
     assert!(standard_signature_holds(&logged_in, &secret));
     assert!(hub_signature_holds(&logged_in, &secret));
     let event = logged_in.event();

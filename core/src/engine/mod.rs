@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use thiserror::Error;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -383,6 +384,41 @@ impl DeviceManager {
             return Err(LoginError::DeviceNotFound(device.clone()));
         }
         Ok(())
+    }
+
+    /// Removes `tenant` with everything it has. Its credentials are revoked first, so it starts
+    /// nothing new meanwhile; then each of its devices is logged out, its session stopped and
+    /// its slot removed, as [`DeviceManager::delete`] does; then the tenant row goes, and with
+    /// it (the foreign keys cascade) its webhook endpoints, events and deliveries.
+    /// [`StoreError::TenantNotFound`] when there is no such tenant.
+    pub async fn delete_tenant(&self, tenant: TenantId) -> Result<(), LoginError> {
+        if self.ctx.store.tenant(tenant).await?.is_none() {
+            return Err(StoreError::TenantNotFound(tenant).into());
+        }
+        self.ctx.store.revoke_credentials(tenant).await?;
+        let devices = self.ctx.store.list_devices(tenant).await?;
+        let mut deletions = futures_util::stream::iter(devices)
+            .map(|device| async move {
+                match self.delete(tenant, &device.id).await {
+                    // Deleted meanwhile by a request that was already under way.
+                    Ok(()) | Err(LoginError::DeviceNotFound(_)) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            })
+            .buffer_unordered(RESTORE_BATCH);
+        while let Some(deleted) = deletions.next().await {
+            deleted?;
+        }
+        // Sessions whose device such a request deleted or created meanwhile.
+        let leftovers: Vec<SessionHandle> = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let keys: Vec<Key> = sessions.keys().filter(|k| k.0 == tenant).cloned().collect();
+            keys.iter().filter_map(|k| sessions.remove(k)).collect()
+        };
+        for handle in leftovers {
+            handle.stop(true).await;
+        }
+        Ok(self.ctx.store.delete_tenant(tenant).await?)
     }
 
     /// Reconnects every linked device from its stored keys, a batch at a time so a gateway with

@@ -1,8 +1,9 @@
 //! The PostgreSQL store: tenants and their credentials, device slots, QR images.
 //!
 //! Every tenant-scoped function takes the tenant first; there is no device query without one.
-//! The only cross-tenant reads are [`Store::devices_in_state`] (start-up) and
-//! [`Store::qr_image`] (by unguessable id).
+//! The only cross-tenant reads are [`Store::devices_in_state`] (start-up),
+//! [`Store::qr_image`] (by unguessable id) and [`Store::list_tenants`] (the admin API; counts
+//! only).
 
 mod cluster;
 mod devices;
@@ -28,7 +29,7 @@ use crate::domain::{DeviceId, TenantId};
 pub use cluster::{APP_ROLE, Cluster, ClusterError, ClusterOptions};
 pub use devices::DeviceChange;
 pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener};
-pub use tenants::Credential;
+pub use tenants::{Credential, TenantSummary};
 pub use webhooks::{
     DeliveryPage, DeliveryRecord, DeliveryStatus, Endpoint, EndpointPatch, NewEndpoint,
     RetryRefusal,
@@ -133,6 +134,14 @@ pub enum StoreError {
         tenant: TenantId,
         /// The id asked for.
         device_id: DeviceId,
+    },
+    /// The tenant has no credential with that username.
+    #[error("tenant {tenant} has no credential `{username}`: it may have been revoked already")]
+    CredentialNotFound {
+        /// The tenant.
+        tenant: TenantId,
+        /// The username asked for.
+        username: String,
     },
     /// The username belongs to another tenant.
     #[error("username `{0}` already belongs to another tenant: choose another username")]

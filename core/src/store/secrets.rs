@@ -14,7 +14,7 @@ use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::domain::Tenant;
+use crate::domain::{Tenant, TenantId};
 
 const SCHEME: &str = "pbkdf2-sha256";
 const ITERATIONS: u32 = 100_000;
@@ -90,7 +90,15 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 /// An entry holds SHA-256(username ‖ 0 ‖ password), never the password itself.
 #[derive(Default)]
 pub(super) struct VerifiedCache {
-    entries: Mutex<HashMap<String, Verified>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_username: HashMap<String, Verified>,
+    /// Counts forgettings, so that a verification that read the database before a credential
+    /// was revoked cannot put it back afterwards (see [`VerifiedCache::put`]).
+    epoch: u64,
 }
 
 struct Verified {
@@ -109,22 +117,37 @@ fn digest(username: &str, password: &str) -> [u8; 32] {
 }
 
 impl VerifiedCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The tenant, when this exact pair was verified recently.
     pub(super) fn get(&self, username: &str, password: &str) -> Option<Tenant> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = entries.get(username)?;
+        let entries = self.lock();
+        let entry = entries.by_username.get(username)?;
         let fresh = entry.at.elapsed() < CACHE_TTL;
         let same = bool::from(entry.digest.ct_eq(&digest(username, password)));
         (fresh && same).then(|| entry.tenant.clone())
     }
 
-    /// Remembers a pair that just verified.
-    pub(super) fn put(&self, username: &str, password: &str, tenant: Tenant) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= CACHE_CAPACITY {
-            entries.retain(|_, e| e.at.elapsed() < CACHE_TTL);
-            if entries.len() >= CACHE_CAPACITY {
-                entries.clear();
+    /// Where the cache stands now: take it before reading a credential from the database and
+    /// hand it to [`VerifiedCache::put`].
+    pub(super) fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Remembers a pair that just verified, unless something was forgotten since `epoch`: the
+    /// pair was read before that, and may be what was revoked.
+    pub(super) fn put(&self, epoch: u64, username: &str, password: &str, tenant: Tenant) {
+        let mut entries = self.lock();
+        if entries.epoch != epoch {
+            return;
+        }
+        let by_username = &mut entries.by_username;
+        if by_username.len() >= CACHE_CAPACITY {
+            by_username.retain(|_, e| e.at.elapsed() < CACHE_TTL);
+            if by_username.len() >= CACHE_CAPACITY {
+                by_username.clear();
             }
         }
         let entry = Verified {
@@ -132,15 +155,21 @@ impl VerifiedCache {
             tenant,
             at: Instant::now(),
         };
-        entries.insert(username.to_string(), entry);
+        by_username.insert(username.to_string(), entry);
     }
 
     /// Forgets `username`, whose secret changed or went away.
     pub(super) fn forget(&self, username: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(username);
+        let mut entries = self.lock();
+        entries.by_username.remove(username);
+        entries.epoch += 1;
+    }
+
+    /// Forgets every credential of `tenant`, which is going away.
+    pub(super) fn forget_tenant(&self, tenant: TenantId) {
+        let mut entries = self.lock();
+        entries.by_username.retain(|_, e| e.tenant.id != tenant);
+        entries.epoch += 1;
     }
 }
 
@@ -176,13 +205,42 @@ mod tests {
     fn the_cache_answers_only_for_the_password_it_saw() {
         let cache = VerifiedCache::default();
         let tenant = Tenant {
-            id: crate::domain::TenantId(uuid::Uuid::new_v4()),
+            id: TenantId(uuid::Uuid::new_v4()),
             name: "acme".into(),
         };
-        cache.put("alice", "right", tenant.clone());
+        cache.put(cache.epoch(), "alice", "right", tenant.clone());
         assert_eq!(cache.get("alice", "right"), Some(tenant));
         assert_eq!(cache.get("alice", "wrong"), None);
         cache.forget("alice");
         assert_eq!(cache.get("alice", "right"), None);
+    }
+
+    fn tenant(name: &str) -> Tenant {
+        Tenant {
+            id: TenantId(uuid::Uuid::new_v4()),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_verification_read_before_a_revocation_is_not_remembered() {
+        let cache = VerifiedCache::default();
+        let before = cache.epoch();
+        cache.forget("alice");
+        cache.put(before, "alice", "right", tenant("acme"));
+        assert_eq!(cache.get("alice", "right"), None);
+    }
+
+    #[test]
+    fn forgetting_a_tenant_forgets_only_its_credentials() {
+        let cache = VerifiedCache::default();
+        let (acme, globex) = (tenant("acme"), tenant("globex"));
+        cache.put(cache.epoch(), "alice", "a", acme.clone());
+        cache.put(cache.epoch(), "bob", "b", acme.clone());
+        cache.put(cache.epoch(), "carol", "c", globex.clone());
+        cache.forget_tenant(acme.id);
+        assert_eq!(cache.get("alice", "a"), None);
+        assert_eq!(cache.get("bob", "b"), None);
+        assert_eq!(cache.get("carol", "c"), Some(globex));
     }
 }

@@ -3,9 +3,11 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{Store, StoreError, secrets, violates};
+use super::{Store, StoreError, is_missing_reference, secrets, violates};
 use crate::domain::{Tenant, TenantId};
 
 /// A freshly generated API credential. The secret is shown once: only its hash is stored.
@@ -33,6 +35,37 @@ impl fmt::Debug for Credential {
             .field("username", &self.username)
             .field("secret", &"<redacted>")
             .finish()
+    }
+}
+
+/// A tenant as an operator sees it: when it was created and how much it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantSummary {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Its device slots.
+    pub devices: i64,
+    /// Its API credentials.
+    pub credentials: i64,
+}
+
+/// The query [`summary`] reads, without its `WHERE` and `ORDER BY`.
+const SUMMARY: &str = "SELECT t.id, t.name, t.created_at,
+        (SELECT count(*) FROM devices d WHERE d.tenant_id = t.id),
+        (SELECT count(*) FROM credentials c WHERE c.tenant_id = t.id)
+     FROM tenants t";
+
+fn summary(row: &Row) -> TenantSummary {
+    TenantSummary {
+        tenant: Tenant {
+            id: TenantId(row.get(0)),
+            name: row.get(1),
+        },
+        created_at: row.get(2),
+        devices: row.get(3),
+        credentials: row.get(4),
     }
 }
 
@@ -79,6 +112,124 @@ impl Store {
             name: name.to_string(),
         };
         Ok((tenant, credential))
+    }
+
+    /// Every tenant with its counts, oldest first.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantSummary>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query(&format!("{SUMMARY} ORDER BY t.created_at, t.name"), &[])
+            .await
+            .map_err(|e| StoreError::db("list the tenants", e))?
+            .iter()
+            .map(summary)
+            .collect())
+    }
+
+    /// Tenant `tenant` with its counts, if it exists.
+    pub async fn tenant(&self, tenant: TenantId) -> Result<Option<TenantSummary>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(&format!("{SUMMARY} WHERE t.id = $1"), &[&tenant.0])
+            .await
+            .map_err(|e| StoreError::db(format!("look up tenant {tenant}"), e))?
+            .as_ref()
+            .map(summary))
+    }
+
+    /// Gives `tenant` one more fresh credential, returned in clear this one time; its other
+    /// credentials keep working. [`StoreError::TenantNotFound`] when there is no such tenant.
+    pub async fn add_credential(&self, tenant: TenantId) -> Result<Credential, StoreError> {
+        let credential = Credential::generate();
+        let secret_hash = hash(&credential.secret).await?;
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO credentials (username, tenant_id, secret_hash) VALUES ($1, $2, $3)",
+                &[&credential.username, &tenant.0, &secret_hash],
+            )
+            .await
+            .map_err(|e| {
+                if is_missing_reference(&e) {
+                    StoreError::TenantNotFound(tenant)
+                } else if violates(&e, "credentials_username_unique") {
+                    StoreError::UsernameTaken(credential.username.clone())
+                } else {
+                    StoreError::db(format!("add a credential to tenant {tenant}"), e)
+                }
+            })?;
+        Ok(credential)
+    }
+
+    /// Revokes `tenant`'s credential `username`: the next request that presents it is refused,
+    /// in this process at once (it is dropped from the recently verified ones).
+    /// [`StoreError::CredentialNotFound`] when the tenant has no such credential,
+    /// [`StoreError::TenantNotFound`] when there is no such tenant.
+    pub async fn revoke_credential(
+        &self,
+        tenant: TenantId,
+        username: &str,
+    ) -> Result<(), StoreError> {
+        let deleted = self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM credentials WHERE tenant_id = $1 AND username = $2",
+                &[&tenant.0, &username],
+            )
+            .await
+            .map_err(|e| {
+                StoreError::db(
+                    format!("revoke credential `{username}` of tenant {tenant}"),
+                    e,
+                )
+            })?;
+        self.verified.forget(username);
+        if deleted > 0 {
+            return Ok(());
+        }
+        match self.tenant(tenant).await? {
+            Some(_) => Err(StoreError::CredentialNotFound {
+                tenant,
+                username: username.to_string(),
+            }),
+            None => Err(StoreError::TenantNotFound(tenant)),
+        }
+    }
+
+    /// Revokes every credential of `tenant` and returns how many there were; its requests are
+    /// refused from now on, in this process at once.
+    pub async fn revoke_credentials(&self, tenant: TenantId) -> Result<u64, StoreError> {
+        let deleted = self
+            .client()
+            .await?
+            .execute("DELETE FROM credentials WHERE tenant_id = $1", &[&tenant.0])
+            .await
+            .map_err(|e| StoreError::db(format!("revoke the credentials of tenant {tenant}"), e))?;
+        self.verified.forget_tenant(tenant);
+        Ok(deleted)
+    }
+
+    /// Deletes `tenant` and every row it owns: credentials, devices with their keys and QR
+    /// images, webhook endpoints, events and deliveries (the foreign keys cascade).
+    /// [`StoreError::TenantNotFound`] when there is no such tenant.
+    ///
+    /// This stops no session: delete a tenant with live devices through
+    /// `DeviceManager::delete_tenant`, which logs them out first.
+    pub async fn delete_tenant(&self, tenant: TenantId) -> Result<(), StoreError> {
+        let deleted = self
+            .client()
+            .await?
+            .execute("DELETE FROM tenants WHERE id = $1", &[&tenant.0])
+            .await
+            .map_err(|e| StoreError::db(format!("delete tenant {tenant}"), e))?;
+        self.verified.forget_tenant(tenant);
+        if deleted == 0 {
+            return Err(StoreError::TenantNotFound(tenant));
+        }
+        Ok(())
     }
 
     /// Makes tenant `name` exist with exactly these `(username, password)` pairs as its
@@ -188,6 +339,7 @@ impl Store {
         if let Some(tenant) = self.verified.get(username, password) {
             return Ok(Some(tenant));
         }
+        let epoch = self.verified.epoch();
         let row = self
             .client()
             .await?
@@ -211,7 +363,7 @@ impl Store {
         let verified = verify(password, stored).await?;
         let tenant = tenant.filter(|_| verified);
         if let Some(tenant) = &tenant {
-            self.verified.put(username, password, tenant.clone());
+            self.verified.put(epoch, username, password, tenant.clone());
         }
         Ok(tenant)
     }

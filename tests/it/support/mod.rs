@@ -14,7 +14,7 @@ use wagate_core::events::{EngineEventKind, EventBus, NewEvent, WireEvent};
 use wagate_core::plugins::{PluginHost, PluginSpec};
 use wagate_core::store::Store;
 use wagate_core::webhooks::{Dispatcher, RetrySchedule, WebhookConfig, Webhooks};
-use wagate_openapi::ApiState;
+use wagate_openapi::{AdminCredential, ApiState};
 use wagate_sandbox::{Sandbox, SandboxConfig};
 
 // The store's test-database helpers are shared with wagate-core's own tests.
@@ -45,6 +45,8 @@ pub struct Options {
     pub webhook_retry_schedule: &'static str,
     /// Plugins to load.
     pub plugins: Vec<PluginSpec>,
+    /// The admin credential (`WAGATE_ADMIN_AUTH`); the admin API is off without it.
+    pub admin: Option<(&'static str, &'static str)>,
 }
 
 impl Default for Options {
@@ -56,6 +58,7 @@ impl Default for Options {
             webhook_allow_private: true,
             webhook_retry_schedule: "100ms,200ms,400ms,800ms",
             plugins: Vec::new(),
+            admin: None,
         }
     }
 }
@@ -176,6 +179,9 @@ impl Gateway {
             webhooks: Webhooks::new(store.clone(), webhook_config),
             plugins: plugins.counters(),
             public_url: None,
+            admin: options
+                .admin
+                .and_then(|(user, pass)| AdminCredential::new([(user.into(), pass.into())])),
         });
         let server = ServerTask(tokio::spawn(async move {
             let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
@@ -262,6 +268,53 @@ impl Gateway {
         total
     }
 
+    /// Rows stored for `tenant`, by table: every table with a `tenant_id` column, and the
+    /// webhook deliveries of its endpoints. Tables without rows are left out.
+    pub async fn tenant_rows(&self, tenant: TenantId) -> Vec<(String, i64)> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+        let connection = tokio::spawn(connection);
+        let tables = client
+            .query(
+                "SELECT table_name FROM information_schema.columns
+                 WHERE column_name = 'tenant_id' AND table_schema = 'public'
+                 ORDER BY table_name",
+                &[],
+            )
+            .await
+            .expect("tables");
+        let mut counts: Vec<(String, String)> = tables
+            .iter()
+            .map(|row| {
+                let name: String = row.get(0);
+                let count = format!("SELECT count(*) FROM {name} WHERE tenant_id = $1");
+                (name, count)
+            })
+            .collect();
+        counts.push((
+            "webhook_deliveries".into(),
+            "SELECT count(*) FROM webhook_deliveries d
+             JOIN webhook_endpoints e ON e.id = d.endpoint_id WHERE e.tenant_id = $1"
+                .into(),
+        ));
+        let mut found = Vec::new();
+        for (table, sql) in counts {
+            let n: i64 = client
+                .query_one(&sql, &[&tenant.0])
+                .await
+                .expect("count")
+                .get(0);
+            if n > 0 {
+                found.push((table, n));
+            }
+        }
+        drop(client);
+        let _ = connection.await;
+        found
+    }
+
     /// Shows a QR code for `device` and lets the sandbox phone scan it; returns the account's
     /// JID and when the scan was made.
     pub async fn scan_login(&self, api: &Api, device: &str) -> (String, tokio::time::Instant) {
@@ -290,6 +343,15 @@ impl Gateway {
                 http: reqwest::Client::new(),
             },
         )
+    }
+
+    /// An API client holding the admin credential the gateway was started with.
+    pub fn admin(&self) -> Api {
+        let (user, pass) = self
+            .options
+            .admin
+            .expect("a gateway started with an admin credential");
+        Api::new(&self.base, user, pass)
     }
 
     /// An API client without credentials.
