@@ -24,7 +24,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn record(store: &Store, tenant: TenantId, device: &DeviceId, n: usize) {
     store
-        .record_events(tenant, device, DeviceChange::default(), state_changes(n))
+        .tenant(tenant)
+        .record_events(device, DeviceChange::default(), state_changes(n))
         .await
         .expect("recorded");
 }

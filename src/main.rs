@@ -1,21 +1,22 @@
 //! The wagate binary: configuration, wiring, and the commands `serve`, `migrate`,
 //! `tenant create` and `spec`.
 
+#![deny(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use poem::Server;
-use poem::listener::{Acceptor, Listener, TcpListener};
-use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
-use wagate_core::events::EventBus;
-use wagate_core::plugins::{PluginHost, PluginSpec};
-use wagate_core::store::{Cluster, ClusterOptions, Store};
-use wagate_core::webhooks::{Dispatcher, RetrySchedule, WebhookConfig, Webhooks};
-use wagate_openapi::{AdminCredential, ApiState};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use wagate::{Config, Database};
+use wagate_core::cluster::{Cluster, ClusterOptions};
+use wagate_core::engine::WhatsAppEndpoint;
+use wagate_core::plugins::PluginSpec;
+use wagate_core::store::Store;
+use wagate_core::webhooks::{RetrySchedule, WebhookConfig};
+use wagate_openapi::AdminCredential;
 
 /// wagate: a multi-tenant WhatsApp multi-device login gateway.
 #[derive(Parser)]
@@ -176,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(db) => {
-            let (_cluster, store) = open_store(&db, ClusterUse::Shared).await?;
+            let (_cluster, store) = open_store(&db).await?;
             drop(store);
             println!("migrations applied");
             Ok(())
@@ -184,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Tenant {
             command: TenantCommand::Create { name, db },
         } => {
-            let (_cluster, store) = open_store(&db, ClusterUse::Shared).await?;
+            let (_cluster, store) = open_store(&db).await?;
             let (tenant, credential) = store.create_tenant(&name).await?;
             println!("tenant:   {} ({})", tenant.name, tenant.id);
             println!("username: {}", credential.username);
@@ -199,34 +200,17 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Who else may use the embedded cluster while this process does.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ClusterUse {
-    /// `serve`: the cluster is this process's alone; another live wagate on it is an error.
-    Exclusive,
-    /// One-off commands: a cluster another live wagate runs is used as it is.
-    Shared,
-}
-
-/// Connects to `DATABASE_URL`, or to the private cluster in the data directory, starting it
-/// unless `usage` allows sharing the one a running wagate serves from.
-async fn open_store(db: &DbArgs, usage: ClusterUse) -> anyhow::Result<(Option<Cluster>, Store)> {
+/// Connects to `DATABASE_URL`, or to the embedded cluster in the data directory: the one a
+/// running `wagate serve` uses, or one started for this command.
+async fn open_store(db: &DbArgs) -> anyhow::Result<(Option<Cluster>, Store)> {
     if let Some(url) = &db.database_url {
         let store = Store::connect(url).await?;
         return Ok((None, store));
     }
     let dir = absolute(&db.data_dir.join("postgres"))?;
-    let options = ClusterOptions::default();
-    let cluster = match usage {
-        ClusterUse::Exclusive => Cluster::start(&dir, options).await,
-        ClusterUse::Shared => Cluster::open(&dir, options).await,
-    }
-    .with_context(|| format!("starting the embedded PostgreSQL in {}", dir.display()))?;
-    tracing::info!(
-        dir = %dir.display(),
-        socket = %cluster.socket_dir().display(),
-        "embedded PostgreSQL ready (Unix socket only, reachable by this user alone)"
-    );
+    let cluster = Cluster::open(&dir, ClusterOptions::default())
+        .await
+        .with_context(|| format!("opening the embedded PostgreSQL in {}", dir.display()))?;
     let store = Store::connect(&cluster.url()).await?;
     Ok((Some(cluster), store))
 }
@@ -275,129 +259,83 @@ fn admin_credential(
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let basic_auth = args
+    let mut signals = ShutdownSignals::install()?;
+    let default_tenant = args
         .basic_auth
         .as_deref()
         .map(|raw| parse_basic_auth("WAGATE_BASIC_AUTH", raw))
-        .transpose()?;
-    let admin = admin_credential(args.admin_auth.as_deref(), basic_auth.as_deref())?;
-    let webhook_config = args.webhooks.config()?;
-    let mut specs = args
+        .transpose()?
+        .unwrap_or_default();
+    let admin = admin_credential(args.admin_auth.as_deref(), Some(&default_tenant))?;
+    let webhooks = args.webhooks.config()?;
+    let mut plugins = args
         .plugins
         .as_deref()
         .map(PluginSpec::from_list)
         .unwrap_or_default();
     if let Some(file) = &args.plugin_config {
-        specs.extend(PluginSpec::from_file(file)?);
+        plugins.extend(PluginSpec::from_file(file)?);
     }
-    // Loading runs the plugins' initialisers: off the async workers, and before anything serves.
-    let mut plugins = tokio::task::spawn_blocking(move || PluginHost::load(&specs))
-        .await
-        .context("loading plugins")??;
-    let acceptor = TcpListener::bind(args.listen)
-        .into_acceptor()
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let local = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .unwrap_or(args.listen);
-    // Links inside events have no request to take a host from.
-    let public_url = args.public_url.clone().unwrap_or_else(|| {
-        let host = if local.ip().is_unspecified() {
-            "localhost".to_string()
-        } else {
-            local.ip().to_string()
-        };
-        format!("http://{host}:{}", local.port())
-    });
-    let (cluster, store) = open_store(&args.db, ClusterUse::Exclusive).await?;
-    if let Some(pairs) = &basic_auth {
-        store
-            .ensure_tenant_with_credentials("default", pairs)
-            .await?;
-    }
-
-    #[cfg(feature = "sandbox")]
-    let (endpoint, control, _sandbox) = sandbox_endpoint(&args.sandbox).await?;
-    #[cfg(not(feature = "sandbox"))]
-    let endpoint = WhatsAppEndpoint::Production;
-
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .context("building the HTTP client")?;
-    let dispatcher = Dispatcher::start(store.clone(), webhook_config.clone())
-        .await
-        .context("starting the webhook dispatcher")?;
-    let webhooks = Webhooks::new(store.clone(), webhook_config);
-    let bus = EventBus::new();
-    plugins.start(&bus);
-    let manager = Arc::new(DeviceManager::new(
-        store,
-        bus,
-        EngineConfig {
-            endpoint,
-            login_timeout: Duration::from_secs(args.login_timeout),
-            public_url,
-            ..EngineConfig::default()
-        },
-        http,
-    ));
-    // Linked devices come back by themselves; the API serves while they reconnect.
-    let restoring = tokio::spawn({
-        let manager = Arc::clone(&manager);
-        async move {
-            match manager.restore().await {
-                Ok(n) => tracing::info!(devices = n, "linked devices restored"),
-                Err(e) => tracing::error!("linked devices not restored: {e}"),
-            }
-        }
-    });
-    let state = ApiState {
-        manager: Arc::clone(&manager),
-        webhooks,
-        plugins: plugins.counters(),
-        public_url: args.public_url.clone(),
-        admin,
+    let database = match &args.db.database_url {
+        Some(url) => Database::Url(url.clone()),
+        None => Database::Embedded(absolute(&args.db.data_dir.join("postgres"))?),
     };
+
     #[cfg(feature = "sandbox")]
-    let app = wagate_openapi::sandbox_app(state, control);
+    let (whatsapp, sandbox_control, _sandbox) = sandbox_endpoint(&args.sandbox).await?;
     #[cfg(not(feature = "sandbox"))]
-    let app = wagate_openapi::app(state);
+    let whatsapp = WhatsAppEndpoint::Production;
 
-    tracing::info!(%local, "wagate is serving; API docs at /docs");
+    let mut running = wagate::start(Config {
+        listen: args.listen,
+        database,
+        public_url: args.public_url,
+        default_tenant,
+        admin,
+        login_timeout: Duration::from_secs(args.login_timeout),
+        webhooks,
+        plugins,
+        whatsapp,
+        #[cfg(feature = "sandbox")]
+        sandbox_control,
+    })
+    .await?;
     // Tests and scripts that start wagate on port 0 read the address from here.
-    println!("listening on http://{local}");
+    println!("listening on http://{}", running.local_addr());
 
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(app, shutdown_signal(), Some(Duration::from_secs(10)))
-        .await?;
-    restoring.abort();
-    manager.shutdown().await;
-    // After the engine: its last events are in the outbox, and get their chance to go out.
-    dispatcher.shutdown().await;
-    plugins.shutdown(Duration::from_secs(5)).await;
-    if let Some(cluster) = cluster {
-        cluster.stop().await?;
+    let failed = tokio::select! {
+        _ = signals.recv() => None,
+        outcome = running.serving() => Some(outcome),
+    };
+    running.stop().await?;
+    match failed {
+        Some(Err(e)) => Err(anyhow::Error::new(e).context("serving HTTP")),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+/// SIGINT and SIGTERM, caught from the moment this is made: one that arrives while the gateway
+/// is still starting waits for it instead of killing it half-started.
+struct ShutdownSignals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// Waits for either.
+    async fn recv(&mut self) {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 #[cfg(feature = "sandbox")]

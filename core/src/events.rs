@@ -48,8 +48,8 @@ pub enum EngineEventKind {
     QrRefreshed {
         /// The QR string.
         qr_code: String,
-        /// The image id behind `qr_link`.
-        image: uuid::Uuid,
+        /// The public link to the code's PNG, as the login call answered it.
+        link: String,
         /// When the code stops being scannable.
         expires_at: DateTime<Utc>,
         /// Its position in the series, from 0.

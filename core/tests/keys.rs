@@ -1,7 +1,7 @@
 //! whatsapp-rust's storage backend on PostgreSQL (`PgBackend`) against a real server: every
 //! method group's round trip, overwrite, delete, miss and batch behaviour, isolation between
-//! devices, the cascade on device deletion, `Store::wipe_keys`, and the library's own device
-//! persistence on top of it.
+//! devices, the cascade on device deletion, the end of a link (`Link::End`) emptying them, and
+//! the library's own device persistence on top of it.
 
 mod support;
 
@@ -9,8 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use support::{device_id, tenant};
-use wagate_core::store::Store;
+use wagate_core::domain::{DeviceId, DeviceState, TenantId};
+use wagate_core::events::WireEvent;
 use wagate_core::store::keys::PgBackend;
+use wagate_core::store::{DeviceChange, Link, Store, StoreError};
 use whatsapp_rust::bytes::Bytes;
 use whatsapp_rust::wacore::appstate::hash::HashState;
 use whatsapp_rust::wacore::appstate::processor::AppStateMutationMAC;
@@ -32,11 +34,13 @@ async fn new_backend(store: &Store) -> PgBackend {
     let tenant = tenant(store).await;
     let id = device_id("phone-1");
     store
-        .create_device(tenant.id, &id, None)
+        .tenant(tenant.id)
+        .create_device(&id, None)
         .await
         .expect("device created");
     store
-        .key_store(tenant.id, &id)
+        .tenant(tenant.id)
+        .key_store(&id)
         .await
         .expect("key store looked up")
         .expect("the device exists")
@@ -1147,12 +1151,6 @@ mod device {
     }
 
     #[tokio::test]
-    async fn the_resource_report_says_no_process_memory() {
-        let b = backend().await;
-        assert_eq!(b.resource_report().await.memory_bytes, Some(0));
-    }
-
-    #[tokio::test]
     async fn whatsapp_rusts_persistence_manager_keeps_the_device_across_restarts() {
         use whatsapp_rust::store::persistence_manager::PersistenceManager;
 
@@ -1187,7 +1185,8 @@ mod isolation {
         let tenant = tenant(&store).await;
         assert!(
             store
-                .key_store(tenant.id, &device_id("ghost"))
+                .tenant(tenant.id)
+                .key_store(&device_id("ghost"))
                 .await
                 .unwrap()
                 .is_none()
@@ -1264,10 +1263,19 @@ mod isolation {
         let (store, url) = store_and_url().await;
         let tenant = tenant(&store).await;
         let id = device_id("doomed");
-        store.create_device(tenant.id, &id, None).await.unwrap();
-        let b = store.key_store(tenant.id, &id).await.unwrap().unwrap();
+        store
+            .tenant(tenant.id)
+            .create_device(&id, None)
+            .await
+            .unwrap();
+        let b = store
+            .tenant(tenant.id)
+            .key_store(&id)
+            .await
+            .unwrap()
+            .unwrap();
         populate(&b).await;
-        assert!(store.delete_device(tenant.id, &id).await.unwrap());
+        assert!(store.tenant(tenant.id).delete_device(&id).await.unwrap());
         let counts = rows_by_table(&url, b.device_internal_id()).await;
         assert!(counts.values().all(|&n| n == 0), "{counts:?}");
 
@@ -1277,24 +1285,67 @@ mod isolation {
         assert!(source.contains("store an identity key"), "{source}");
     }
 
+    /// The end of the device's link, as a logout records it: its keys go with its JID.
+    async fn end_link(
+        store: &Store,
+        tenant: TenantId,
+        id: &DeviceId,
+    ) -> Result<Vec<WireEvent>, StoreError> {
+        let ended = DeviceChange {
+            state: Some(DeviceState::Disconnected),
+            link: Link::End,
+            only_from: None,
+        };
+        store
+            .tenant(tenant)
+            .record_events(id, ended, Vec::new())
+            .await
+    }
+
     #[tokio::test]
-    async fn wiping_keys_empties_every_table_of_that_device_only_and_keeps_the_slot() {
+    async fn ending_a_link_empties_every_table_of_that_device_only_and_keeps_the_slot() {
         let (store, url) = store_and_url().await;
         let tenant = tenant(&store).await;
         let (one, two) = (device_id("one"), device_id("two"));
-        store.create_device(tenant.id, &one, None).await.unwrap();
-        store.create_device(tenant.id, &two, None).await.unwrap();
-        let a = store.key_store(tenant.id, &one).await.unwrap().unwrap();
-        let b = store.key_store(tenant.id, &two).await.unwrap().unwrap();
+        store
+            .tenant(tenant.id)
+            .create_device(&one, None)
+            .await
+            .unwrap();
+        store
+            .tenant(tenant.id)
+            .create_device(&two, None)
+            .await
+            .unwrap();
+        let a = store
+            .tenant(tenant.id)
+            .key_store(&one)
+            .await
+            .unwrap()
+            .unwrap();
+        let b = store
+            .tenant(tenant.id)
+            .key_store(&two)
+            .await
+            .unwrap()
+            .unwrap();
         populate(&a).await;
         populate(&b).await;
 
-        assert!(store.wipe_keys(tenant.id, &one).await.unwrap());
+        end_link(&store, tenant.id, &one).await.unwrap();
         let wiped = rows_by_table(&url, a.device_internal_id()).await;
         assert!(wiped.values().all(|&n| n == 0), "{wiped:?}");
+        assert_eq!(wiped.len(), 18, "{wiped:?}");
         let kept = rows_by_table(&url, b.device_internal_id()).await;
         assert!(kept.values().all(|&n| n == 1), "{kept:?}");
-        assert!(store.find_device(tenant.id, &one).await.unwrap().is_some());
+        assert!(
+            store
+                .tenant(tenant.id)
+                .find_device(&one)
+                .await
+                .unwrap()
+                .is_some()
+        );
         // The backend stays usable: the next login starts afresh on the same slot.
         assert!(!a.exists().await.unwrap());
         a.create().await.unwrap();
@@ -1302,14 +1353,12 @@ mod isolation {
     }
 
     #[tokio::test]
-    async fn wiping_the_keys_of_an_unknown_device_says_so() {
+    async fn ending_the_link_of_an_unknown_device_says_so() {
         let store = support::store().await;
         let tenant = tenant(&store).await;
-        assert!(
-            !store
-                .wipe_keys(tenant.id, &device_id("ghost"))
-                .await
-                .unwrap()
-        );
+        let err = end_link(&store, tenant.id, &device_id("ghost"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
     }
 }

@@ -10,7 +10,8 @@ use chrono::Utc;
 use support::{device_id, store, tenant};
 use wagate_core::domain::DeviceState;
 
-use wagate_core::store::{APP_ROLE, Cluster, ClusterOptions, Store, StoreError};
+use wagate_core::cluster::{APP_ROLE, Cluster, ClusterOptions};
+use wagate_core::store::{Store, StoreError};
 
 mod connecting {
     use super::*;
@@ -248,13 +249,32 @@ mod tenants {
 
 mod devices {
     use super::*;
+    use wagate_core::domain::{DeviceId, TenantId};
+    use wagate_core::events::{EngineEventKind, NewEvent};
+    use wagate_core::store::{DeviceChange, Link, NewEndpoint};
+    use whatsapp_rust::wacore::store::traits::{DeviceStore as _, SignalStore as _};
+
+    /// Records `change` on the tenant's device, with no event.
+    async fn change(
+        store: &Store,
+        tenant: TenantId,
+        id: &DeviceId,
+        change: DeviceChange<'_>,
+    ) -> Result<(), StoreError> {
+        store
+            .tenant(tenant)
+            .record_events(id, change, Vec::new())
+            .await
+            .map(drop)
+    }
 
     #[tokio::test]
     async fn a_new_device_is_disconnected_and_unlinked() {
         let store = store().await;
         let tenant = tenant(&store).await;
         let device = store
-            .create_device(tenant.id, &device_id("phone-1"), Some("Front desk"))
+            .tenant(tenant.id)
+            .create_device(&device_id("phone-1"), Some("Front desk"))
             .await
             .unwrap();
         assert_eq!(device.tenant, tenant.id);
@@ -262,7 +282,11 @@ mod devices {
         assert_eq!(device.display_name.as_deref(), Some("Front desk"));
         assert_eq!(device.state, DeviceState::Disconnected);
         assert_eq!(device.jid, None);
-        let found = store.find_device(tenant.id, &device.id).await.unwrap();
+        let found = store
+            .tenant(tenant.id)
+            .find_device(&device.id)
+            .await
+            .unwrap();
         assert_eq!(found, Some(device));
     }
 
@@ -271,8 +295,16 @@ mod devices {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store.create_device(tenant.id, &id, None).await.unwrap();
-        let err = store.create_device(tenant.id, &id, None).await.unwrap_err();
+        store
+            .tenant(tenant.id)
+            .create_device(&id, None)
+            .await
+            .unwrap();
+        let err = store
+            .tenant(tenant.id)
+            .create_device(&id, None)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, StoreError::DeviceExists { tenant: t, device_id } if *t == tenant.id && *device_id == id),
             "{err}"
@@ -284,9 +316,17 @@ mod devices {
         let store = store().await;
         let (a, b) = (tenant(&store).await, tenant(&store).await);
         let id = device_id("phone-1");
-        store.create_device(a.id, &id, Some("a's")).await.unwrap();
-        store.create_device(b.id, &id, Some("b's")).await.unwrap();
-        let found = store.find_device(b.id, &id).await.unwrap().unwrap();
+        store
+            .tenant(a.id)
+            .create_device(&id, Some("a's"))
+            .await
+            .unwrap();
+        store
+            .tenant(b.id)
+            .create_device(&id, Some("b's"))
+            .await
+            .unwrap();
+        let found = store.tenant(b.id).find_device(&id).await.unwrap().unwrap();
         assert_eq!(found.display_name.as_deref(), Some("b's"));
     }
 
@@ -296,16 +336,19 @@ mod devices {
         let (a, b) = (tenant(&store).await, tenant(&store).await);
         for id in ["zulu", "alpha", "mike"] {
             store
-                .create_device(a.id, &device_id(id), None)
+                .tenant(a.id)
+                .create_device(&device_id(id), None)
                 .await
                 .unwrap();
         }
         store
-            .create_device(b.id, &device_id("other"), None)
+            .tenant(b.id)
+            .create_device(&device_id("other"), None)
             .await
             .unwrap();
         let listed: Vec<String> = store
-            .list_devices(a.id)
+            .tenant(a.id)
+            .list_devices()
             .await
             .unwrap()
             .into_iter()
@@ -319,15 +362,33 @@ mod devices {
         let store = store().await;
         let (owner, other) = (tenant(&store).await, tenant(&store).await);
         let id = device_id("phone-1");
-        store.create_device(owner.id, &id, None).await.unwrap();
-        assert_eq!(store.find_device(other.id, &id).await.unwrap(), None);
-        assert_eq!(store.device_internal_id(other.id, &id).await.unwrap(), None);
-        assert!(
-            !store
-                .set_device_state(other.id, &id, DeviceState::Connecting)
+        store
+            .tenant(owner.id)
+            .create_device(&id, None)
+            .await
+            .unwrap();
+        assert_eq!(store.tenant(other.id).find_device(&id).await.unwrap(), None);
+        assert_eq!(
+            store
+                .tenant(other.id)
+                .device_internal_id(&id)
                 .await
-                .unwrap()
+                .unwrap(),
+            None
         );
+        let connecting = DeviceChange {
+            state: Some(DeviceState::Connecting),
+            ..DeviceChange::default()
+        };
+        let err = change(&store, other.id, &id, connecting).await.unwrap_err();
+        assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
+        let untouched = store
+            .tenant(owner.id)
+            .find_device(&id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(untouched.state, DeviceState::Disconnected);
     }
 
     #[tokio::test]
@@ -335,9 +396,20 @@ mod devices {
         let store = store().await;
         let (owner, other) = (tenant(&store).await, tenant(&store).await);
         let id = device_id("phone-1");
-        store.create_device(owner.id, &id, None).await.unwrap();
-        assert!(!store.delete_device(other.id, &id).await.unwrap());
-        assert!(store.find_device(owner.id, &id).await.unwrap().is_some());
+        store
+            .tenant(owner.id)
+            .create_device(&id, None)
+            .await
+            .unwrap();
+        assert!(!store.tenant(other.id).delete_device(&id).await.unwrap());
+        assert!(
+            store
+                .tenant(owner.id)
+                .find_device(&id)
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]
@@ -345,10 +417,17 @@ mod devices {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store.create_device(tenant.id, &id, None).await.unwrap();
-        assert!(store.delete_device(tenant.id, &id).await.unwrap());
-        assert_eq!(store.find_device(tenant.id, &id).await.unwrap(), None);
-        assert!(!store.delete_device(tenant.id, &id).await.unwrap());
+        store
+            .tenant(tenant.id)
+            .create_device(&id, None)
+            .await
+            .unwrap();
+        assert!(store.tenant(tenant.id).delete_device(&id).await.unwrap());
+        assert_eq!(
+            store.tenant(tenant.id).find_device(&id).await.unwrap(),
+            None
+        );
+        assert!(!store.tenant(tenant.id).delete_device(&id).await.unwrap());
     }
 
     #[tokio::test]
@@ -356,87 +435,336 @@ mod devices {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store.create_device(tenant.id, &id, None).await.unwrap();
+        store
+            .tenant(tenant.id)
+            .create_device(&id, None)
+            .await
+            .unwrap();
         let jid = "628912344551:3@s.whatsapp.net";
-        assert!(
-            store
-                .set_device_jid(tenant.id, &id, Some(jid))
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .set_device_state(tenant.id, &id, DeviceState::LoggedIn)
-                .await
-                .unwrap()
-        );
-        assert!(
-            store
-                .set_device_state(tenant.id, &id, DeviceState::Disconnected)
-                .await
-                .unwrap()
-        );
-        let device = store.find_device(tenant.id, &id).await.unwrap().unwrap();
+        let linked = DeviceChange {
+            state: Some(DeviceState::LoggedIn),
+            link: Link::Set(jid),
+            ..DeviceChange::default()
+        };
+        change(&store, tenant.id, &id, linked).await.unwrap();
+        let dropped = DeviceChange {
+            state: Some(DeviceState::Disconnected),
+            ..DeviceChange::default()
+        };
+        change(&store, tenant.id, &id, dropped).await.unwrap();
+        let device = store
+            .tenant(tenant.id)
+            .find_device(&id)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(device.state, DeviceState::Disconnected);
         assert_eq!(device.jid.as_deref(), Some(jid));
     }
 
-    #[tokio::test]
-    async fn clearing_the_jid_unlinks_the_device() {
-        let store = store().await;
-        let tenant = tenant(&store).await;
-        let id = device_id("phone-1");
-        store.create_device(tenant.id, &id, None).await.unwrap();
-        store
-            .set_device_jid(tenant.id, &id, Some("1@s.whatsapp.net"))
+    /// Writes a few key rows for the device (an identity, a session, a pre-key, the device
+    /// blob), as a login does.
+    async fn write_keys(store: &Store, tenant: TenantId, id: &DeviceId) -> i64 {
+        let keys = store.tenant(tenant).key_store(id).await.unwrap().unwrap();
+        keys.put_identity("111@s.whatsapp.net", [1; 32])
             .await
             .unwrap();
-        assert!(store.set_device_jid(tenant.id, &id, None).await.unwrap());
-        let device = store.find_device(tenant.id, &id).await.unwrap().unwrap();
-        assert_eq!(device.jid, None);
+        keys.put_session("111@s.whatsapp.net", b"session")
+            .await
+            .unwrap();
+        keys.store_prekey(1, b"prekey", false).await.unwrap();
+        keys.create().await.unwrap();
+        keys.device_internal_id()
+    }
+
+    /// Rows of every key table that belong to the device with this internal id.
+    async fn key_rows(url: &str, device: i64) -> i64 {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let tables = client
+            .query(
+                "SELECT table_name::text FROM information_schema.columns
+                 WHERE column_name = 'device_internal_id' AND table_name LIKE 'wa\\_%'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let mut total = 0;
+        for table in tables {
+            let table: String = table.get(0);
+            let rows: i64 = client
+                .query_one(
+                    &format!("SELECT count(*) FROM {table} WHERE device_internal_id = $1"),
+                    &[&device],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            total += rows;
+        }
+        total
+    }
+
+    /// A linked device with key rows, beside another linked one, on a store of its own.
+    async fn two_linked() -> (Store, String, TenantId, [(DeviceId, i64); 2]) {
+        let url = support::fresh_database_url().await;
+        let store = Store::connect(&url).await.unwrap();
+        let tenant = tenant(&store).await.id;
+        let mut devices = Vec::new();
+        for (id, jid) in [("one", "1@s.whatsapp.net"), ("two", "2@s.whatsapp.net")] {
+            let id = device_id(id);
+            store.tenant(tenant).create_device(&id, None).await.unwrap();
+            let row = write_keys(&store, tenant, &id).await;
+            let linked = DeviceChange {
+                state: Some(DeviceState::LoggedIn),
+                link: Link::Set(jid),
+                ..DeviceChange::default()
+            };
+            change(&store, tenant, &id, linked).await.unwrap();
+            devices.push((id, row));
+        }
+        let devices = devices.try_into().unwrap();
+        (store, url, tenant, devices)
+    }
+
+    fn logged_out() -> NewEvent {
+        NewEvent::from_kind(&EngineEventKind::LoggedOut {
+            reason: "logout".into(),
+        })
+    }
+
+    /// The link ending, as a logout records it.
+    fn end_link(only_from: Option<DeviceState>) -> DeviceChange<'static> {
+        DeviceChange {
+            state: Some(DeviceState::Disconnected),
+            link: Link::End,
+            only_from,
+        }
     }
 
     #[tokio::test]
-    async fn updating_a_missing_device_reports_false() {
+    async fn ending_the_link_deletes_the_keys_with_the_jid_and_the_event() {
+        let (store, url, tenant, [(one, one_row), (two, two_row)]) = two_linked().await;
+        let hook = NewEndpoint {
+            url: "http://127.0.0.1:9/hook".into(),
+            description: String::new(),
+            events: vec!["logged_out".into()],
+            device_ids: None,
+        };
+        let hook = store
+            .tenant(tenant)
+            .create_endpoint(&hook, "whsec_x")
+            .await
+            .unwrap();
+        assert!(key_rows(&url, one_row).await > 0);
+
+        let recorded = store
+            .tenant(tenant)
+            .record_events(&one, end_link(None), vec![logged_out()])
+            .await
+            .unwrap();
+
+        assert_eq!(recorded.len(), 1);
+        let device = store
+            .tenant(tenant)
+            .find_device(&one)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(device.jid, None);
+        assert_eq!(device.state, DeviceState::Disconnected);
+        assert_eq!(key_rows(&url, one_row).await, 0, "every key row went");
+        assert_eq!(
+            store.tenant(tenant).device_internal_id(&one).await.unwrap(),
+            Some(one_row),
+            "the slot stays"
+        );
+        let log = store
+            .tenant(tenant)
+            .list_deliveries(hook.id, None, 10, None)
+            .await
+            .unwrap();
+        assert_eq!(log.deliveries.len(), 1, "the event went with it");
+        let other = store
+            .tenant(tenant)
+            .find_device(&two)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(other.jid.as_deref(), Some("2@s.whatsapp.net"));
+        assert_eq!(
+            key_rows(&url, two_row).await,
+            4,
+            "another device keeps its keys"
+        );
+    }
+
+    #[tokio::test]
+    async fn ending_the_link_of_a_device_that_moved_meanwhile_changes_nothing() {
+        let (store, url, tenant, [(one, one_row), _]) = two_linked().await;
+        let err = store
+            .tenant(tenant)
+            .record_events(
+                &one,
+                end_link(Some(DeviceState::Connecting)),
+                vec![logged_out()],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
+        let device = store
+            .tenant(tenant)
+            .find_device(&one)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(device.jid.as_deref(), Some("1@s.whatsapp.net"));
+        assert_eq!(device.state, DeviceState::LoggedIn);
+        assert_eq!(key_rows(&url, one_row).await, 4, "no key row went");
+    }
+
+    #[tokio::test]
+    async fn ending_the_link_of_a_device_deleted_meanwhile_records_nothing() {
+        let (store, url, tenant, [(one, _), (two, two_row)]) = two_linked().await;
+        // Another transaction holds the device's row and deletes it: the link's end waits for
+        // it, then finds no device.
+        let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let deleting = client.transaction().await.unwrap();
+        deleting
+            .execute(
+                "SELECT 1 FROM devices WHERE tenant_id = $1 AND device_id = $2 FOR UPDATE",
+                &[&tenant.0, &one.as_str()],
+            )
+            .await
+            .unwrap();
+        let ending = tokio::spawn({
+            let (store, one) = (store.clone(), one.clone());
+            async move {
+                store
+                    .tenant(tenant)
+                    .record_events(&one, end_link(None), vec![logged_out()])
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !ending.is_finished(),
+            "the end of the link waits for the row"
+        );
+        deleting
+            .execute(
+                "DELETE FROM devices WHERE tenant_id = $1 AND device_id = $2",
+                &[&tenant.0, &one.as_str()],
+            )
+            .await
+            .unwrap();
+        deleting.commit().await.unwrap();
+
+        let err = ending.await.unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
+        let events: i64 = client
+            .query_one(
+                "SELECT count(*) FROM events WHERE tenant_id = $1",
+                &[&tenant.0],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(events, 0, "no event of a device that is gone");
+        let other = store
+            .tenant(tenant)
+            .find_device(&two)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(other.jid.as_deref(), Some("2@s.whatsapp.net"));
+        assert_eq!(key_rows(&url, two_row).await, 4);
+    }
+
+    #[tokio::test]
+    async fn a_missing_device_is_not_changed() {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("ghost");
-        assert!(
-            !store
-                .set_device_state(tenant.id, &id, DeviceState::Connecting)
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .set_device_jid(tenant.id, &id, Some("1@s.whatsapp.net"))
-                .await
-                .unwrap()
-        );
+        for link in [Link::Keep, Link::Set("1@s.whatsapp.net"), Link::End] {
+            let ghostly = DeviceChange {
+                state: Some(DeviceState::Connecting),
+                link,
+                ..DeviceChange::default()
+            };
+            let err = change(&store, tenant.id, &id, ghostly).await.unwrap_err();
+            assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
+        }
     }
 
     #[tokio::test]
-    async fn devices_in_a_state_are_found_across_tenants() {
+    async fn linked_devices_are_found_across_tenants() {
         let store = store().await;
         let (a, b) = (tenant(&store).await, tenant(&store).await);
-        for (tenant, id, state) in [
-            (&a, "a-in", DeviceState::LoggedIn),
-            (&a, "a-out", DeviceState::Disconnected),
-            (&b, "b-in", DeviceState::LoggedIn),
+        for (tenant, id, link) in [
+            (&a, "a-in", Link::Set("1@s.whatsapp.net")),
+            (&a, "a-out", Link::Keep),
+            (&b, "b-in", Link::Set("2@s.whatsapp.net")),
         ] {
+            let id = device_id(id);
             store
-                .create_device(tenant.id, &device_id(id), None)
+                .tenant(tenant.id)
+                .create_device(&id, None)
                 .await
                 .unwrap();
-            store
-                .set_device_state(tenant.id, &device_id(id), state)
-                .await
-                .unwrap();
+            let linked = DeviceChange {
+                link,
+                ..DeviceChange::default()
+            };
+            change(&store, tenant.id, &id, linked).await.unwrap();
         }
-        let mut found = store.devices_in_state(DeviceState::LoggedIn).await.unwrap();
+        let mut found = store.linked_devices().await.unwrap();
         found.sort();
         let mut expected = vec![(a.id, device_id("a-in")), (b.id, device_id("b-in"))];
         expected.sort();
+        assert_eq!(found, expected);
+    }
+
+    #[tokio::test]
+    async fn unlinked_devices_left_connecting_are_interrupted_logins() {
+        let store = store().await;
+        let (a, b) = (tenant(&store).await, tenant(&store).await);
+        for (tenant, id, state, link) in [
+            (&a, "pairing", DeviceState::Connected, Link::Keep),
+            (&a, "idle", DeviceState::Disconnected, Link::Keep),
+            (
+                &b,
+                "reconnecting",
+                DeviceState::Connecting,
+                Link::Set("1@s.whatsapp.net"),
+            ),
+            (&b, "dialling", DeviceState::Connecting, Link::Keep),
+        ] {
+            let id = device_id(id);
+            store
+                .tenant(tenant.id)
+                .create_device(&id, None)
+                .await
+                .unwrap();
+            let left = DeviceChange {
+                state: Some(state),
+                link,
+                ..DeviceChange::default()
+            };
+            change(&store, tenant.id, &id, left).await.unwrap();
+        }
+        let mut found = store.interrupted_logins().await.unwrap();
+        found.sort_by(|x, y| x.1.cmp(&y.1));
+        let mut expected = vec![
+            (a.id, device_id("pairing"), DeviceState::Connected),
+            (b.id, device_id("dialling"), DeviceState::Connecting),
+        ];
+        expected.sort_by(|x, y| x.1.cmp(&y.1));
         assert_eq!(found, expected);
     }
 
@@ -445,15 +773,25 @@ mod devices {
         let store = store().await;
         let tenant = tenant(&store).await;
         let (one, two) = (device_id("one"), device_id("two"));
-        store.create_device(tenant.id, &one, None).await.unwrap();
-        store.create_device(tenant.id, &two, None).await.unwrap();
+        store
+            .tenant(tenant.id)
+            .create_device(&one, None)
+            .await
+            .unwrap();
+        store
+            .tenant(tenant.id)
+            .create_device(&two, None)
+            .await
+            .unwrap();
         let a = store
-            .device_internal_id(tenant.id, &one)
+            .tenant(tenant.id)
+            .device_internal_id(&one)
             .await
             .unwrap()
             .unwrap();
         let b = store
-            .device_internal_id(tenant.id, &two)
+            .tenant(tenant.id)
+            .device_internal_id(&two)
             .await
             .unwrap()
             .unwrap();
@@ -477,10 +815,15 @@ mod qr_images {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store.create_device(tenant.id, &id, None).await.unwrap();
+        store
+            .tenant(tenant.id)
+            .create_device(&id, None)
+            .await
+            .unwrap();
         let png = b"\x89PNG fake".to_vec();
         let image = store
-            .put_qr_image(tenant.id, &id, png.clone(), in_a_minute())
+            .tenant(tenant.id)
+            .put_qr_image(&id, png.clone(), in_a_minute())
             .await
             .unwrap();
         assert_eq!(store.qr_image(image).await.unwrap(), Some(png));
@@ -491,9 +834,14 @@ mod qr_images {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store.create_device(tenant.id, &id, None).await.unwrap();
+        store
+            .tenant(tenant.id)
+            .create_device(&id, None)
+            .await
+            .unwrap();
         let image = store
-            .put_qr_image(tenant.id, &id, vec![1], a_minute_ago())
+            .tenant(tenant.id)
+            .put_qr_image(&id, vec![1], a_minute_ago())
             .await
             .unwrap();
         assert_eq!(store.qr_image(image).await.unwrap(), None);
@@ -504,13 +852,19 @@ mod qr_images {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store.create_device(tenant.id, &id, None).await.unwrap();
         store
-            .put_qr_image(tenant.id, &id, vec![1], a_minute_ago())
+            .tenant(tenant.id)
+            .create_device(&id, None)
+            .await
+            .unwrap();
+        store
+            .tenant(tenant.id)
+            .put_qr_image(&id, vec![1], a_minute_ago())
             .await
             .unwrap();
         let live = store
-            .put_qr_image(tenant.id, &id, vec![2], in_a_minute())
+            .tenant(tenant.id)
+            .put_qr_image(&id, vec![2], in_a_minute())
             .await
             .unwrap();
         assert_eq!(store.purge_expired_qr_images().await.unwrap(), 1);
@@ -522,12 +876,17 @@ mod qr_images {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store.create_device(tenant.id, &id, None).await.unwrap();
-        let image = store
-            .put_qr_image(tenant.id, &id, vec![1], in_a_minute())
+        store
+            .tenant(tenant.id)
+            .create_device(&id, None)
             .await
             .unwrap();
-        store.delete_device(tenant.id, &id).await.unwrap();
+        let image = store
+            .tenant(tenant.id)
+            .put_qr_image(&id, vec![1], in_a_minute())
+            .await
+            .unwrap();
+        store.tenant(tenant.id).delete_device(&id).await.unwrap();
         assert_eq!(store.qr_image(image).await.unwrap(), None);
     }
 
@@ -536,9 +895,14 @@ mod qr_images {
         let store = store().await;
         let (owner, other) = (tenant(&store).await, tenant(&store).await);
         let id = device_id("phone-1");
-        store.create_device(owner.id, &id, None).await.unwrap();
+        store
+            .tenant(owner.id)
+            .create_device(&id, None)
+            .await
+            .unwrap();
         let err = store
-            .put_qr_image(other.id, &id, vec![1], in_a_minute())
+            .tenant(other.id)
+            .put_qr_image(&id, vec![1], in_a_minute())
             .await
             .unwrap_err();
         assert!(
@@ -789,13 +1153,10 @@ mod outbox {
     use wagate_core::store::{DeliveryOutcome, DeliveryStatus, DeviceChange, NewEndpoint};
 
     fn state_changed() -> NewEvent {
-        NewEvent::from_kind(
-            &EngineEventKind::StateChanged {
-                from: DeviceState::Disconnected,
-                to: DeviceState::Connecting,
-            },
-            "",
-        )
+        NewEvent::from_kind(&EngineEventKind::StateChanged {
+            from: DeviceState::Disconnected,
+            to: DeviceState::Connecting,
+        })
     }
 
     fn endpoint(events: &[&str], devices: Option<&[&str]>) -> NewEndpoint {
@@ -815,7 +1176,8 @@ mod outbox {
         devices: Option<&[&str]>,
     ) -> wagate_core::store::Endpoint {
         store
-            .create_endpoint(tenant, &endpoint(events, devices), "whsec_x")
+            .tenant(tenant)
+            .create_endpoint(&endpoint(events, devices), "whsec_x")
             .await
             .unwrap()
     }
@@ -827,7 +1189,11 @@ mod outbox {
         let other = store.create_tenant("other").await.unwrap().0;
         let (d1, d2) = (device_id("d1"), device_id("d2"));
         for id in [&d1, &d2] {
-            store.create_device(tenant.id, id, None).await.unwrap();
+            store
+                .tenant(tenant.id)
+                .create_device(id, None)
+                .await
+                .unwrap();
         }
         let all = hook(&store, tenant.id, &["state_changed"], None).await;
         let only_d2 = hook(&store, tenant.id, &["state_changed"], Some(&["d2"])).await;
@@ -835,8 +1201,8 @@ mod outbox {
         let foreign = hook(&store, other.id, &["state_changed"], None).await;
 
         let first = store
+            .tenant(tenant.id)
             .record_events(
-                tenant.id,
                 &d1,
                 DeviceChange::default(),
                 vec![state_changed(), state_changed()],
@@ -844,8 +1210,8 @@ mod outbox {
             .await
             .unwrap();
         let second = store
+            .tenant(tenant.id)
             .record_events(
-                tenant.id,
                 &d1,
                 DeviceChange {
                     state: Some(DeviceState::Connecting),
@@ -856,18 +1222,19 @@ mod outbox {
             .await
             .unwrap();
         store
-            .record_events(
-                tenant.id,
-                &d2,
-                DeviceChange::default(),
-                vec![state_changed()],
-            )
+            .tenant(tenant.id)
+            .record_events(&d2, DeviceChange::default(), vec![state_changed()])
             .await
             .unwrap();
 
         let seqs: Vec<i64> = first.iter().chain(&second).map(|e| e.seq).collect();
         assert_eq!(seqs, [1, 2, 3]);
-        let device = store.find_device(tenant.id, &d1).await.unwrap().unwrap();
+        let device = store
+            .tenant(tenant.id)
+            .find_device(&d1)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             device.state,
             DeviceState::Connecting,
@@ -877,7 +1244,8 @@ mod outbox {
             let store = store.clone();
             async move {
                 store
-                    .list_deliveries(tenant, endpoint, None, 100, None)
+                    .tenant(tenant)
+                    .list_deliveries(endpoint, None, 100, None)
                     .await
                     .unwrap()
                     .deliveries
@@ -896,8 +1264,8 @@ mod outbox {
         let tenant = tenant(&store).await;
         let endpoint = hook(&store, tenant.id, &["state_changed"], None).await;
         let err = store
+            .tenant(tenant.id)
             .record_events(
-                tenant.id,
                 &device_id("ghost"),
                 DeviceChange::default(),
                 vec![state_changed()],
@@ -906,7 +1274,8 @@ mod outbox {
             .unwrap_err();
         assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
         let page = store
-            .list_deliveries(tenant.id, endpoint.id, None, 10, None)
+            .tenant(tenant.id)
+            .list_deliveries(endpoint.id, None, 10, None)
             .await
             .unwrap();
         assert!(page.deliveries.is_empty());
@@ -918,7 +1287,11 @@ mod outbox {
         let tenant = tenant(&store).await;
         let endpoint = hook(&store, tenant.id, &["state_changed"], None).await;
         let d1 = device_id("d1");
-        store.create_device(tenant.id, &d1, None).await.unwrap();
+        store
+            .tenant(tenant.id)
+            .create_device(&d1, None)
+            .await
+            .unwrap();
         let from_connecting = DeviceChange {
             state: Some(DeviceState::Connected),
             only_from: Some(DeviceState::Connecting),
@@ -926,15 +1299,22 @@ mod outbox {
         };
 
         let err = store
-            .record_events(tenant.id, &d1, from_connecting, vec![state_changed()])
+            .tenant(tenant.id)
+            .record_events(&d1, from_connecting, vec![state_changed()])
             .await
             .unwrap_err();
 
         assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
-        let device = store.find_device(tenant.id, &d1).await.unwrap().unwrap();
+        let device = store
+            .tenant(tenant.id)
+            .find_device(&d1)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(device.state, DeviceState::Disconnected);
         let page = store
-            .list_deliveries(tenant.id, endpoint.id, None, 10, None)
+            .tenant(tenant.id)
+            .list_deliveries(endpoint.id, None, 10, None)
             .await
             .unwrap();
         assert!(page.deliveries.is_empty());
@@ -945,15 +1325,15 @@ mod outbox {
         let store = store().await;
         let tenant = tenant(&store).await;
         let d1 = device_id("d1");
-        store.create_device(tenant.id, &d1, None).await.unwrap();
+        store
+            .tenant(tenant.id)
+            .create_device(&d1, None)
+            .await
+            .unwrap();
         let endpoint = hook(&store, tenant.id, &["state_changed"], None).await;
         store
-            .record_events(
-                tenant.id,
-                &d1,
-                DeviceChange::default(),
-                vec![state_changed()],
-            )
+            .tenant(tenant.id)
+            .record_events(&d1, DeviceChange::default(), vec![state_changed()])
             .await
             .unwrap();
         (store, tenant.id, endpoint.id)
@@ -972,7 +1352,7 @@ mod outbox {
         // Owner 7 holds no lock: it is a process that is gone.
         assert_eq!(claim(&store, 7).await.len(), 1);
         assert!(claim(&store, 8).await.is_empty(), "leased");
-        assert_eq!(store.release_orphaned_claims(None).await.unwrap(), 1);
+        assert_eq!(store.release_orphaned_claims().await.unwrap(), 1);
         assert_eq!(claim(&store, 8).await.len(), 1);
     }
 
@@ -981,8 +1361,39 @@ mod outbox {
         let (store, _, _) = one_queued().await;
         let _alive = store.listen_outbox(11).await.unwrap();
         assert_eq!(claim(&store, 11).await.len(), 1);
-        assert_eq!(store.release_orphaned_claims(None).await.unwrap(), 0);
+        assert_eq!(store.release_orphaned_claims().await.unwrap(), 0);
         assert!(claim(&store, 12).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stopping_dispatcher_hands_back_its_own_claims_only() {
+        let (store, tenant, hook) = one_queued().await;
+        let d1 = device_id("d1");
+        store
+            .tenant(tenant)
+            .record_events(&d1, DeviceChange::default(), vec![state_changed()])
+            .await
+            .unwrap();
+        let _alive = store.listen_outbox(61).await.unwrap();
+        let _other = store.listen_outbox(62).await.unwrap();
+        let mine = store.claim_deliveries(61, LEASE, 1, &[]).await.unwrap();
+        let theirs = store.claim_deliveries(62, LEASE, 1, &[]).await.unwrap();
+        assert_eq!((mine.len(), theirs.len()), (1, 1));
+
+        assert_eq!(store.release_claims_of(61).await.unwrap(), 1);
+
+        let again = claim(&store, 63).await;
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            again[0].id, mine[0].id,
+            "only the stopping one's claim came back"
+        );
+        let log = store
+            .tenant(tenant)
+            .list_deliveries(hook, None, 10, None)
+            .await
+            .unwrap();
+        assert_eq!(log.deliveries.len(), 2);
     }
 
     #[tokio::test]
@@ -996,7 +1407,8 @@ mod outbox {
             .await
             .unwrap();
         let log = store
-            .list_deliveries(tenant, hook, None, 10, None)
+            .tenant(tenant)
+            .list_deliveries(hook, None, 10, None)
             .await
             .unwrap();
         assert_eq!(
@@ -1009,7 +1421,8 @@ mod outbox {
             .await
             .unwrap();
         let log = store
-            .list_deliveries(tenant, hook, None, 10, None)
+            .tenant(tenant)
+            .list_deliveries(hook, None, 10, None)
             .await
             .unwrap();
         assert_eq!(log.deliveries[0].status, DeliveryStatus::Delivered);
@@ -1051,7 +1464,8 @@ mod outbox {
         );
         assert_eq!(store.purge_events(Duration::ZERO).await.unwrap(), 1);
         let log = store
-            .list_deliveries(tenant, hook, None, 10, None)
+            .tenant(tenant)
+            .list_deliveries(hook, None, 10, None)
             .await
             .unwrap();
         assert!(log.deliveries.is_empty());
@@ -1062,26 +1476,29 @@ mod outbox {
         let store = store().await;
         let tenant = tenant(&store).await;
         let d1 = device_id("d1");
-        store.create_device(tenant.id, &d1, None).await.unwrap();
-        let endpoint = hook(&store, tenant.id, &["qr_refreshed"], None).await;
-        let expired = NewEvent::from_kind(
-            &EngineEventKind::QrRefreshed {
-                qr_code: "2@x".into(),
-                image: uuid::Uuid::new_v4(),
-                expires_at: Utc::now() - chrono::Duration::seconds(1),
-                index: 0,
-            },
-            "http://localhost",
-        );
         store
-            .record_events(tenant.id, &d1, DeviceChange::default(), vec![expired])
+            .tenant(tenant.id)
+            .create_device(&d1, None)
+            .await
+            .unwrap();
+        let endpoint = hook(&store, tenant.id, &["qr_refreshed"], None).await;
+        let expired = NewEvent::from_kind(&EngineEventKind::QrRefreshed {
+            qr_code: "2@x".into(),
+            link: "http://localhost/qr.png".into(),
+            expires_at: Utc::now() - chrono::Duration::seconds(1),
+            index: 0,
+        });
+        store
+            .tenant(tenant.id)
+            .record_events(&d1, DeviceChange::default(), vec![expired])
             .await
             .unwrap();
 
         assert!(claim(&store, 51).await.is_empty());
         assert_eq!(store.expire_deliveries().await.unwrap(), 1);
         let log = store
-            .list_deliveries(tenant.id, endpoint.id, None, 10, None)
+            .tenant(tenant.id)
+            .list_deliveries(endpoint.id, None, 10, None)
             .await
             .unwrap();
         assert_eq!(log.deliveries[0].status, DeliveryStatus::Expired);

@@ -25,7 +25,7 @@ use crate::envelope::envelope;
 use crate::error::ErrorCode;
 use crate::spec::OperationErrors;
 use crate::text::Text;
-use crate::throttle::AuthThrottle;
+use crate::throttle;
 use crate::timestamp::Timestamp;
 use crate::{ApiError, ApiState, ApiTags};
 
@@ -92,17 +92,11 @@ async fn operator(req: &Request, basic: Basic) -> poem::Result<String> {
     let Some(admin) = &state.admin else {
         return Err(ApiError::admin_off().into());
     };
-    let throttle = req
-        .data::<Arc<AuthThrottle>>()
-        .ok_or_else(|| poem::Error::from(ApiError::internal("auth throttle missing")))?;
-    let address = req.remote_addr().as_socket_addr().map(|a| a.ip());
-    if let Some(wait) = throttle.blocked(address, &basic.username) {
-        return Err(ApiError::too_many_failed_sign_ins(wait).into());
-    }
+    let admitted = throttle::admit(req, &basic.username)?;
     if admin.verify(&basic.username, &basic.password) {
         Ok(basic.username)
     } else {
-        throttle.failed(address, &basic.username);
+        admitted.failed();
         Err(ApiError::admin_unauthorized().into())
     }
 }
@@ -377,7 +371,7 @@ impl AdminApi {
         let store = state.manager.store();
         let (tenant, credential) = store.create_tenant(name).await.map_err(refused)?;
         tracing::info!(admin = %auth.0, tenant = %tenant.id, name, "tenant created");
-        let summary = store.tenant(tenant.id).await?.ok_or_else(|| {
+        let summary = store.tenant(tenant.id).summary().await?.ok_or_else(|| {
             ApiError::internal(format!("tenant {} vanished as it was created", tenant.id))
         })?;
         Ok(TenantCreatedResponse::success(
@@ -457,7 +451,8 @@ impl AdminApi {
         let credential = state
             .manager
             .store()
-            .add_credential(tenant)
+            .tenant(tenant)
+            .add_credential()
             .await
             .map_err(refused)?;
         tracing::info!(admin = %auth.0, %tenant, username = %credential.username, "credential added");
@@ -489,7 +484,8 @@ impl AdminApi {
         state
             .manager
             .store()
-            .revoke_credential(tenant, &username)
+            .tenant(tenant)
+            .revoke_credential(&username)
             .await
             .map_err(refused)?;
         tracing::info!(admin = %auth.0, %tenant, username = %username.0, "credential revoked");

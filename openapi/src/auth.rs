@@ -8,7 +8,7 @@ use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Basic;
 use wagate_core::domain::Tenant;
 
-use crate::throttle::AuthThrottle;
+use crate::throttle;
 use crate::{ApiError, ApiState};
 
 /// A wagate credential (HTTP Basic); it belongs to one tenant.
@@ -17,6 +17,12 @@ use crate::{ApiError, ApiState};
 pub struct TenantAuth(pub Tenant);
 
 async fn tenant_of(req: &Request, basic: Basic) -> poem::Result<Tenant> {
+    let tenant = verify(req, basic).await?;
+    crate::request_span::record_tenant(tenant.id);
+    Ok(tenant)
+}
+
+async fn verify(req: &Request, basic: Basic) -> poem::Result<Tenant> {
     let state = req
         .data::<Arc<ApiState>>()
         .ok_or_else(|| poem::Error::from(ApiError::internal("api state missing from request")))?;
@@ -26,17 +32,11 @@ async fn tenant_of(req: &Request, basic: Basic) -> poem::Result<Tenant> {
     if let Some(tenant) = store.recently_verified(&basic.username, &basic.password) {
         return Ok(tenant);
     }
-    let throttle = req
-        .data::<Arc<AuthThrottle>>()
-        .ok_or_else(|| poem::Error::from(ApiError::internal("auth throttle missing")))?;
-    let address = req.remote_addr().as_socket_addr().map(|a| a.ip());
-    if let Some(wait) = throttle.blocked(address, &basic.username) {
-        return Err(ApiError::too_many_failed_sign_ins(wait).into());
-    }
+    let admitted = throttle::admit(req, &basic.username)?;
     match store.authenticate(&basic.username, &basic.password).await {
         Ok(Some(tenant)) => Ok(tenant),
         Ok(None) => {
-            throttle.failed(address, &basic.username);
+            admitted.failed();
             Err(ApiError::unauthorized().into())
         }
         Err(e) => Err(ApiError::internal(e).into()),

@@ -12,6 +12,7 @@ use wagate_core::domain::{Device, DeviceId, DeviceState, TenantId};
 use wagate_core::engine::LoginError;
 
 use crate::auth::TenantAuth;
+use crate::device_path::DevicePath;
 use crate::envelope::envelope;
 use crate::spec::OperationErrors;
 use crate::text::Text;
@@ -257,7 +258,12 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
     ) -> Result<Json<DeviceListResponse>, ApiError> {
-        let devices = state.manager.store().list_devices(auth.0.id).await?;
+        let devices = state
+            .manager
+            .store()
+            .tenant(auth.0.id)
+            .list_devices()
+            .await?;
         Ok(DeviceListResponse::success(
             "List devices",
             devices.into_iter().map(DeviceInfo::from).collect(),
@@ -282,7 +288,8 @@ impl DevicesApi {
         let device = state
             .manager
             .store()
-            .create_device(auth.0.id, &id, display_name.as_deref())
+            .tenant(auth.0.id)
+            .create_device(&id, display_name.as_deref())
             .await?;
         Ok(DeviceResponse::success("Device added", device.into()))
     }
@@ -298,9 +305,9 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
-        device_id: Path<String>,
+        device_id: Path<DevicePath>,
     ) -> Result<Json<DeviceResponse>, ApiError> {
-        let id = self::device_id(&device_id)?;
+        let id = device_id.0.0;
         let device = find_device(&state, auth.0.id, &id).await?;
         Ok(DeviceResponse::success("Device info", device.into()))
     }
@@ -318,9 +325,9 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
-        device_id: Path<String>,
+        device_id: Path<DevicePath>,
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
-        let id = self::device_id(&device_id)?;
+        let id = device_id.0.0;
         state.manager.delete(auth.0.id, &id).await?;
         Ok(acted("Device removed", &id))
     }
@@ -338,9 +345,9 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
-        device_id: Path<String>,
+        device_id: Path<DevicePath>,
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
-        let id = self::device_id(&device_id)?;
+        let id = device_id.0.0;
         state.manager.logout(auth.0.id, &id).await?;
         Ok(acted("Logout requested", &id))
     }
@@ -358,9 +365,9 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
-        device_id: Path<String>,
+        device_id: Path<DevicePath>,
     ) -> Result<Json<DeviceActionResponse>, ApiError> {
-        let id = self::device_id(&device_id)?;
+        let id = device_id.0.0;
         state.manager.reconnect(auth.0.id, &id).await?;
         Ok(acted("Reconnect requested", &id))
     }
@@ -376,9 +383,9 @@ impl DevicesApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device's id.
-        device_id: Path<String>,
+        device_id: Path<DevicePath>,
     ) -> Result<Json<DeviceStatusResponse>, ApiError> {
-        let id = self::device_id(&device_id)?;
+        let id = device_id.0.0;
         let status = state.manager.status(auth.0.id, &id).await?;
         Ok(DeviceStatusResponse::success(
             "Device status",
@@ -410,7 +417,8 @@ pub(crate) async fn find_device(
     state
         .manager
         .store()
-        .find_device(tenant, id)
+        .tenant(tenant)
+        .find_device(id)
         .await?
         .ok_or_else(|| LoginError::DeviceNotFound(id.clone()).into())
 }

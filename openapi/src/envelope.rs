@@ -1,5 +1,5 @@
-//! The envelope every JSON answer wears: `{"code", "message", "results"}`, as the Go gateway's
-//! clients expect it.
+//! The envelope every JSON answer wears: `{"code", "message", "results"}`; clients tell outcomes
+//! apart by `code` and show `message`.
 
 use poem_openapi::Object;
 

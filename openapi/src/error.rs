@@ -231,7 +231,10 @@ impl From<LoginError> for ApiError {
     fn from(e: LoginError) -> Self {
         let message = e.to_string();
         match e {
-            LoginError::DeviceNotFound(_) => Self::not_found(ErrorCode::DeviceNotFound, message),
+            LoginError::DeviceNotFound(_) => Self::not_found(
+                ErrorCode::DeviceNotFound,
+                format!("{message}: create it first with POST /devices"),
+            ),
             LoginError::AlreadyLoggedIn(_) => {
                 Self::BadRequest(body(ErrorCode::AlreadyLoggedIn, message))
             }

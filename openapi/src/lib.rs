@@ -1,15 +1,20 @@
-//! wagate's HTTP API: the seed's login endpoints, device management, public QR images, the
+//! wagate's HTTP API: the QR and pairing-code login endpoints, device management, public QR images, the
 //! envelope, Basic auth to a tenant, the operator's admin API, and the spec generated from this
 //! code.
 
+#![deny(unsafe_code)]
+
 mod admin;
 mod auth;
+mod device_path;
 mod devices;
 mod envelope;
 mod error;
 mod events;
+mod links;
 mod login;
 mod plugins;
+mod request_span;
 mod routes;
 #[cfg(feature = "sandbox")]
 mod sandbox;
@@ -25,9 +30,8 @@ use std::sync::Arc;
 
 use poem::endpoint::make_sync;
 use poem::error::ReadBodyError;
-use poem::middleware::Tracing;
 use poem::web::Html;
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 use wagate_core::engine::DeviceManager;
 use wagate_core::plugins::PluginCounters;
@@ -37,6 +41,7 @@ pub use admin::{AdminAuth, AdminCredential};
 pub use auth::TenantAuth;
 pub use envelope::ErrorEnvelope;
 pub use error::{ApiError, ErrorCode};
+pub use links::PublicBase;
 use routes::Routes;
 
 /// What every request handler shares.
@@ -47,32 +52,9 @@ pub struct ApiState {
     pub webhooks: Webhooks,
     /// The loaded plugins' counters.
     pub plugins: PluginCounters,
-    /// Base of the links the API hands out (e.g. `https://wa.example.com`); from the request's
-    /// `Host` when unset.
-    pub public_url: Option<String>,
     /// The operator's credential for `/admin/…` (`WAGATE_ADMIN_AUTH`); the admin API is off
     /// (every `/admin/…` path a 404) without one.
     pub admin: Option<AdminCredential>,
-}
-
-impl ApiState {
-    /// The base URL links are built on.
-    pub fn public_base(&self, req: &Request) -> String {
-        if let Some(url) = &self.public_url {
-            return url.trim_end_matches('/').to_string();
-        }
-        let headers = req.headers();
-        let host = headers
-            .get("x-forwarded-host")
-            .or_else(|| headers.get("host"))
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
-        let scheme = headers
-            .get("x-forwarded-proto")
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("http");
-        format!("{scheme}://{host}")
-    }
 }
 
 /// Groups of operations in the spec.
@@ -272,7 +254,7 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
         })
         .data(Arc::new(state))
         .data(Arc::new(throttle::AuthThrottle::default()))
-        .with(Tracing)
+        .around(request_span::in_span)
 }
 
 #[cfg(test)]

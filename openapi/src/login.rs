@@ -1,8 +1,7 @@
-//! The seed's two login endpoints: QR code and pairing code.
+//! The two login endpoints: QR code and pairing code.
 
 use std::sync::Arc;
 
-use poem::Request;
 use poem::web::Data;
 use poem_openapi::Object;
 use poem_openapi::OpenApi;
@@ -11,7 +10,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 
 use crate::auth::TenantAuth;
-use crate::devices::{CANCELLED, NO_DEVICE, device_id};
+use crate::device_path::DevicePath;
+use crate::devices::{CANCELLED, NO_DEVICE};
 use crate::envelope::envelope;
 use crate::spec::OperationErrors;
 use crate::{ApiError, ApiState, ApiTags};
@@ -138,18 +138,16 @@ impl LoginApi {
         &self,
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
-        req: &Request,
         /// The device to log in.
-        device_id: Path<String>,
+        device_id: Path<DevicePath>,
     ) -> Result<Json<QrLoginResponse>, ApiError> {
-        let id = self::device_id(&device_id)?;
+        let id = device_id.0.0;
         let qr = state.manager.login_qr(auth.0.id, &id).await?;
-        let qr_link = wagate_core::events::wire::qr_link(&state.public_base(req), qr.image);
         Ok(QrLoginResponse::success(
             "QR code generated successfully",
             QrLoginResult {
                 qr_duration: qr.duration_secs(),
-                qr_link,
+                qr_link: qr.link,
                 device_id: id.to_string(),
             },
         ))
@@ -170,13 +168,13 @@ impl LoginApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device to log in.
-        device_id: Path<String>,
+        device_id: Path<DevicePath>,
         /// Phone number to pair with: country code and number, digits only (a leading + is
         /// allowed), e.g. 628912344551.
         #[oai(validator(pattern = r"^\+?[1-9][0-9]{6,14}$"))]
         phone: Query<String>,
     ) -> Result<Json<PairCodeResponse>, ApiError> {
-        let id = self::device_id(&device_id)?;
+        let id = device_id.0.0;
         let code = state.manager.login_code(auth.0.id, &id, &phone).await?;
         Ok(PairCodeResponse::success(
             "Pairing code generated successfully",

@@ -10,7 +10,8 @@ use poem_openapi::types::Example;
 use poem_openapi::{Object, OpenApi, Tags};
 
 use crate::auth::TenantAuth;
-use crate::devices::{device_id, find_device};
+use crate::device_path::DevicePath;
+use crate::devices::find_device;
 use crate::envelope::envelope;
 use crate::spec::OperationErrors;
 use crate::{ApiError, ApiState, ErrorCode};
@@ -147,11 +148,11 @@ impl SandboxApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device showing a QR code.
-        device_id: Path<String>,
+        device_id: Path<DevicePath>,
         /// The phone that scans; a fresh one when absent.
         phone: Query<Option<String>>,
     ) -> Result<Json<PhoneResponse>, ApiError> {
-        let id = self::device_id(&device_id)?;
+        let id = device_id.0.0;
         let qr = state
             .manager
             .current_qr(auth.0.id, &id)
@@ -179,9 +180,9 @@ impl SandboxApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The device showing a pairing code.
-        device_id: Path<String>,
+        device_id: Path<DevicePath>,
     ) -> Result<Json<PhoneResponse>, ApiError> {
-        let id = self::device_id(&device_id)?;
+        let id = device_id.0.0;
         let (phone, code) = state
             .manager
             .current_pair_code(auth.0.id, &id)
@@ -207,9 +208,9 @@ impl SandboxApi {
         auth: TenantAuth,
         state: Data<&Arc<ApiState>>,
         /// The linked device.
-        device_id: Path<String>,
+        device_id: Path<DevicePath>,
     ) -> Result<Json<PhoneResponse>, ApiError> {
-        let id = self::device_id(&device_id)?;
+        let id = device_id.0.0;
         let device = find_device(&state, auth.0.id, &id).await?;
         let jid = device
             .jid

@@ -26,7 +26,7 @@ pub(crate) struct OperationErrors {
 /// Operations that cannot fail inside the gateway.
 const INFALLIBLE: [&str; 1] = ["health"];
 
-/// An example for every parameter, by name: the seed's own values where it has them.
+/// An example for every parameter, by name: the values the login endpoints' documentation uses.
 const PARAMETER_EXAMPLES: [(&str, &str); 10] = [
     ("device_id", "\"my-device-id\""),
     ("phone", "\"628912344551\""),
@@ -181,8 +181,9 @@ fn declare_nulls(name: &str, schema: &mut Value, is_request: bool) {
     }
 }
 
-/// A device id in a request follows `DeviceId::PATTERN`; the handlers check it with
-/// `DeviceId::parse` (one rule, one owner), so the spec states it here.
+/// A device id in a request body follows `DeviceId::PATTERN`; the handlers check it with
+/// `DeviceId::parse` (one rule, one owner), so the spec states it here. In a path it is a
+/// `DevicePath`, whose schema states it.
 fn state_device_id_rule(schema: &mut Value) {
     let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
         return;
@@ -361,9 +362,6 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
             .find(|(n, _)| *n == name)
             .unwrap_or_else(|| panic!("parameter {name} of {id} has no example"));
         parameter["example"] = serde_json::from_str(example.1).expect("examples are JSON");
-        if name == "device_id" {
-            parameter["schema"]["pattern"] = Value::from(DeviceId::PATTERN);
-        }
     }
 }
 

@@ -61,6 +61,15 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
     },
 ];
 
+/// The path of QR image `image`, as [`StaticsApi`] serves it.
+pub(crate) fn qr_image_path(image: Uuid) -> String {
+    format!("{QR_IMAGE_DIR}/{QR_IMAGE_PREFIX}{image}{QR_IMAGE_SUFFIX}")
+}
+
+const QR_IMAGE_DIR: &str = "/statics/images/qrcode";
+const QR_IMAGE_PREFIX: &str = "scan-qr-";
+const QR_IMAGE_SUFFIX: &str = ".png";
+
 /// Resources served without authentication.
 pub struct StaticsApi;
 
@@ -89,8 +98,8 @@ impl StaticsApi {
             )
         };
         let id = file_name
-            .strip_prefix("scan-qr-")
-            .and_then(|rest| rest.strip_suffix(".png"))
+            .strip_prefix(QR_IMAGE_PREFIX)
+            .and_then(|rest| rest.strip_suffix(QR_IMAGE_SUFFIX))
             .and_then(|uuid| Uuid::parse_str(uuid).ok())
             .ok_or_else(gone)?;
         let png = state.manager.store().qr_image(id).await?.ok_or_else(gone)?;

@@ -5,8 +5,44 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use poem::Request;
+
+use crate::ApiError;
+
+/// A sign-in the throttle let through; [`Admitted::failed`] counts it when the credential
+/// turns out wrong.
+pub(crate) struct Admitted {
+    throttle: Arc<AuthThrottle>,
+    address: Option<IpAddr>,
+    username: String,
+}
+
+impl Admitted {
+    /// Counts the sign-in as failed against its address and username.
+    pub(crate) fn failed(self) {
+        self.throttle.failed(self.address, &self.username);
+    }
+}
+
+/// Lets a sign-in of `username` from `req`'s address through, or answers 429 `RATE_LIMITED`
+/// while either has failed too often; before any credential is checked.
+pub(crate) fn admit(req: &Request, username: &str) -> poem::Result<Admitted> {
+    let throttle = req
+        .data::<Arc<AuthThrottle>>()
+        .ok_or_else(|| poem::Error::from(ApiError::internal("auth throttle missing")))?;
+    let address = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    if let Some(wait) = throttle.blocked(address, username) {
+        return Err(ApiError::too_many_failed_sign_ins(wait).into());
+    }
+    Ok(Admitted {
+        throttle: Arc::clone(throttle),
+        address,
+        username: username.to_string(),
+    })
+}
 
 /// Who failed: the address a request came from, or the username it claimed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{Enum, Object, OpenApi};
 use uuid::Uuid;
-use wagate_core::store::{DeliveryRecord, DeliveryStatus, Endpoint};
+use wagate_core::store::{DeliveryRecord, DeliveryStatus, DeviceFilterChange, Endpoint};
 use wagate_core::webhooks::{EndpointChanges, EndpointInput, WebhookError};
 
 use crate::auth::TenantAuth;
@@ -515,13 +515,19 @@ impl From<WebhookError> for ApiError {
             WebhookError::InvalidUrl { .. }
             | WebhookError::PrivateAddress { .. }
             | WebhookError::Invalid(_) => Self::validation(message),
-            WebhookError::EndpointNotFound(_) => {
-                Self::not_found(ErrorCode::WebhookNotFound, message)
-            }
-            WebhookError::DeliveryNotFound { .. } => {
-                Self::not_found(ErrorCode::DeliveryNotFound, message)
-            }
-            WebhookError::DeliveryExpired(_) => Self::conflict(ErrorCode::DeliveryExpired, message),
+            // What to do next names this API's routes, so it is said here rather than in core.
+            WebhookError::EndpointNotFound(_) => Self::not_found(
+                ErrorCode::WebhookNotFound,
+                format!("{message}: list your webhooks with GET /webhooks"),
+            ),
+            WebhookError::DeliveryNotFound { endpoint, .. } => Self::not_found(
+                ErrorCode::DeliveryNotFound,
+                format!("{message}: list them with GET /webhooks/{endpoint}/deliveries"),
+            ),
+            WebhookError::DeliveryExpired(_) => Self::conflict(
+                ErrorCode::DeliveryExpired,
+                format!("{message}; request a new code with GET /devices/{{device_id}}/login"),
+            ),
             WebhookError::Client(_) => Self::internal(message),
             WebhookError::Store(store) => store.into(),
         }
@@ -617,10 +623,11 @@ impl WebhooksApi {
         let changes = EndpointChanges {
             url: body.url.map(Text::into_string),
             events: body.events.map(names),
+            // Absent leaves the filter alone; `null` removes it.
             device_ids: match body.device_ids {
-                MaybeUndefined::Undefined => None,
-                MaybeUndefined::Null => Some(None),
-                MaybeUndefined::Value(ids) => Some(Some(strings(ids))),
+                MaybeUndefined::Undefined => DeviceFilterChange::Keep,
+                MaybeUndefined::Null => DeviceFilterChange::AllDevices,
+                MaybeUndefined::Value(ids) => DeviceFilterChange::Only(strings(ids)),
             },
             description: body.description.map(Text::into_string),
             enabled: body.enabled,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use wacore_libsignal::protocol::KeyPair;
 
-use crate::connection::Conn;
+use crate::conn::Conn;
 
 /// A simulated primary phone: one WhatsApp account.
 pub(crate) struct Phone {
@@ -107,7 +107,12 @@ impl Registry {
         self.next_connection
     }
 
-    /// A phone number no simulated phone uses yet (Indonesian-style, like the Go gateway's docs).
+    /// How many connections were ever numbered: the live ones and those gone.
+    pub fn connections_made(&self) -> u64 {
+        self.next_connection
+    }
+
+    /// A phone number no simulated phone uses yet (Indonesian-style, as in the API's examples).
     pub fn fresh_phone_number(&mut self) -> String {
         loop {
             self.next_phone += 1;

@@ -1,129 +1,30 @@
 //! One client socket: the Noise handshake, then a reader that dispatches stanzas and a writer
 //! that seals them. Registration (QR refs, pairing codes) and login are decided here from the
 //! `ClientPayload`; routine requests are answered by [`crate::iq`].
+//!
+//! This module creates each connection's [`Conn`] handle and feeds it the client's answers; the
+//! handle itself lives in [`crate::conn`], so the registry and the phone can use it without
+//! depending on the socket code.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use poem::web::websocket::{Message, WebSocketStream};
-use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
 use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
 use waproto::whatsapp as wa;
 
+use crate::conn::{Conn, Outbound, Registration, device_jid, lock};
 use crate::noise::{Established, Response};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stanza::{self, SERVER};
 use crate::wire::{FrameReader, SealedDirection, frame};
 use crate::{iq, pair_code};
 
-/// How long the server waits for a client to answer a server-initiated request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take over each handshake message.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
-/// Stanzas queued for one client before senders wait.
-const OUTBOUND_QUEUE: usize = 64;
-
-/// A server-initiated request that got no usable answer.
-#[derive(Debug, Error)]
-pub enum RequestError {
-    /// The socket closed first.
-    #[error("the client disconnected")]
-    Gone,
-    /// No answer within the time limit.
-    #[error("the client did not answer within {0:?}")]
-    Timeout(Duration),
-}
-
-enum Outbound {
-    Node(Node),
-    Close,
-}
-
-/// What a registering client told the server about itself.
-pub(crate) struct Registration {
-    /// The companion's Signal identity key (raw, 32 bytes).
-    pub identity: [u8; 32],
-}
-
-/// A live, established client connection.
-pub(crate) struct Conn {
-    /// The sandbox's number for this connection.
-    pub id: u64,
-    /// The client's Noise static key.
-    pub client_static: [u8; 32],
-    /// Set for a new device, absent for a login.
-    pub registration: Option<Registration>,
-    /// The device JID once logged in.
-    pub jid: Option<String>,
-    out: mpsc::Sender<Outbound>,
-    pending: Mutex<HashMap<String, oneshot::Sender<Node>>>,
-    /// `companion_finish` waiters by pairing ref: the phone decides how to answer them.
-    finish_waiters: Mutex<HashMap<Vec<u8>, oneshot::Sender<Node>>>,
-    next_id: AtomicU64,
-}
-
-impl Conn {
-    /// Queues a stanza for the client.
-    pub async fn send(&self, node: Node) -> Result<(), RequestError> {
-        self.out
-            .send(Outbound::Node(node))
-            .await
-            .map_err(|_| RequestError::Gone)
-    }
-
-    /// Sends a last stanza, then closes the socket.
-    pub async fn close_with(&self, node: Node) {
-        let _ = self.out.send(Outbound::Node(node)).await;
-        let _ = self.out.send(Outbound::Close).await;
-    }
-
-    /// A fresh stanza id for a server-initiated request.
-    pub fn next_id(&self) -> String {
-        format!(
-            "sbx.{}.{}",
-            self.id,
-            self.next_id.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-
-    /// Sends an `<iq>` that carries an `id` and waits for the client's answer to it.
-    pub async fn request(&self, node: Node) -> Result<Node, RequestError> {
-        let id = stanza::id(&node).unwrap_or_default();
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id.clone(), tx);
-        let outcome = async {
-            self.send(node).await?;
-            match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(_)) => Err(RequestError::Gone),
-                Err(_) => Err(RequestError::Timeout(REQUEST_TIMEOUT)),
-            }
-        }
-        .await;
-        lock(&self.pending).remove(&id);
-        outcome
-    }
-
-    /// Waits for the client's `companion_finish` of the pairing-code flow `pairing_ref`.
-    pub fn expect_companion_finish(&self, pairing_ref: &[u8]) -> oneshot::Receiver<Node> {
-        let (tx, rx) = oneshot::channel();
-        lock(&self.finish_waiters).insert(pairing_ref.to_vec(), tx);
-        rx
-    }
-}
-
-/// Locks a mutex, recovering the data if a panicking holder poisoned it: every map here stays
-/// consistent between statements.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Serves one websocket until either side closes it or an outage drops it.
 pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocketStream) {
@@ -146,20 +47,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocketStream) {
     } = established;
     let mut read = SealedDirection::new(read);
 
-    let (out_tx, mut out_rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     let registration = registration_of(&payload);
     let login_jid = login_jid_of(&payload);
     let id = lock(&shared.registry).allocate_connection();
-    let conn = Arc::new(Conn {
-        id,
-        client_static,
-        registration,
-        jid: login_jid,
-        out: out_tx,
-        pending: Mutex::new(HashMap::new()),
-        finish_waiters: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(1),
-    });
+    let (conn, mut out_rx) = Conn::new(id, client_static, registration, login_jid);
+    let conn = Arc::new(conn);
     lock(&shared.registry)
         .connections
         .insert(id, Arc::clone(&conn));
@@ -291,11 +183,6 @@ fn login_jid_of(payload: &wa::ClientPayload) -> Option<String> {
     ))
 }
 
-/// `user:device@s.whatsapp.net`, the form every companion is keyed by.
-pub(crate) fn device_jid(user: &str, device: u32) -> String {
-    format!("{user}:{device}@{SERVER}")
-}
-
 /// A new device: hand it QR refs (it may also ask for a pairing code).
 async fn start_registration(shared: &Shared, conn: &Conn) {
     let refs: Vec<String> = (0..shared.config.qr_refs)
@@ -369,11 +256,7 @@ async fn on_stanza(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
     }
     let kind = stanza::attr(&node, "type").unwrap_or_default();
     if kind == "result" || kind == "error" {
-        if let Some(id) = stanza::id(&node)
-            && let Some(waiter) = lock(&conn.pending).remove(&id)
-        {
-            let _ = waiter.send(node);
-        }
+        conn.answer_request(node);
         return;
     }
     let xmlns = stanza::attr(&node, "xmlns").unwrap_or_default();
@@ -405,7 +288,7 @@ async fn on_md_request(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
             }
             Some("companion_finish") => {
                 let waiter = stanza::child_bytes(reg, "link_code_pairing_ref")
-                    .and_then(|r| lock(&conn.finish_waiters).remove(&r));
+                    .and_then(|r| conn.take_companion_finish_waiter(&r));
                 match waiter {
                     Some(w) => {
                         let _ = w.send(node);

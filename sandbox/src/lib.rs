@@ -7,43 +7,31 @@
 //!
 //! The client must be built with whatsapp-rust's `danger-skip-cert-chain-verify` feature: the
 //! sandbox's chain is shaped like WhatsApp's but cannot be signed by WhatsApp's root key.
+//!
+//! Modules depend only on modules before them in this order, so their dependencies form no
+//! cycle: `clock`, `config`, `stanza`, `wire`, `noise` → `conn`, `iq` → `accounts` → `shared` →
+//! `phone` → `pair_code` → `connection` → `server`. The connection handle (`conn`) sits below the
+//! registry and the phone so that both drive clients without depending on the socket code
+//! (`connection`); `shared` sits below everything that takes it, and only `server` creates it.
+
+#![deny(unsafe_code)]
 
 mod accounts;
 pub mod clock;
+mod config;
+mod conn;
 mod connection;
 mod iq;
 pub mod noise;
 mod pair_code;
 mod phone;
 mod server;
+mod shared;
 mod stanza;
 pub mod wire;
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 pub use accounts::{AccountInfo, ClientInfo, ClientState};
 pub use clock::ScaledRuntime;
+pub use config::SandboxConfig;
 pub use phone::{Linked, PhoneError};
 pub use server::{Sandbox, StartError};
-
-/// How a sandbox runs.
-#[derive(Debug, Clone)]
-pub struct SandboxConfig {
-    /// Where to listen; port 0 picks a free one.
-    pub listen: SocketAddr,
-    /// QR refs handed to each new client (WhatsApp hands out 6).
-    pub qr_refs: usize,
-    /// How much faster than real time clients should run their timers (see [`clock`]); the
-    /// sandbox itself only reports it.
-    pub time_scale: u32,
-}
-
-impl Default for SandboxConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-            qr_refs: 6,
-            time_scale: 1,
-        }
-    }
-}

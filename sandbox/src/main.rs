@@ -1,6 +1,8 @@
 //! `wagate-sandbox`: a standalone WhatsApp server simulator, so that a gateway process can
 //! restart while "WhatsApp" stays up.
 
+#![deny(unsafe_code)]
+
 use std::net::SocketAddr;
 
 use clap::Parser;

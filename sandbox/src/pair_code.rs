@@ -15,9 +15,9 @@ use wacore_binary::builder::NodeBuilder;
 use wacore_libsignal::protocol::{KeyPair, PublicKey};
 
 use crate::accounts::LinkCodeRequest;
-use crate::connection::{Conn, RequestError, lock};
+use crate::conn::{Conn, RequestError, lock};
 use crate::phone::{Linked, PhoneError, complete_pairing, normalize_phone};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stanza::{self, SERVER};
 
 /// How long the phone waits for the companion's `companion_finish` after `primary_hello`.

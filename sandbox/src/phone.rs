@@ -14,8 +14,8 @@ use wacore_libsignal::protocol::{KeyPair, PublicKey};
 use waproto::whatsapp as wa;
 
 use crate::accounts::Companion;
-use crate::connection::{Conn, RequestError, device_jid, lock};
-use crate::server::Shared;
+use crate::conn::{Conn, RequestError, device_jid, lock};
+use crate::shared::Shared;
 use crate::stanza;
 
 /// Why a phone operation failed.

@@ -2,7 +2,7 @@
 //! small JSON control API for the simulated phone.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use poem::http::StatusCode;
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -12,23 +12,14 @@ use poem::{EndpointExt, IntoResponse, Response, Route, Server, get, handler, pos
 use serde::Deserialize;
 use serde_json::json;
 use thiserror::Error;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::accounts::{AccountInfo, ClientInfo, ClientState, Registry};
-use crate::connection::{self, lock};
-use crate::noise::ServerIdentity;
+use crate::accounts::{AccountInfo, ClientInfo, ClientState};
+use crate::config::SandboxConfig;
+use crate::conn::lock;
 use crate::phone::{self, Linked, PhoneError};
-use crate::{SandboxConfig, pair_code};
-
-/// State shared by every connection and the control API.
-pub(crate) struct Shared {
-    pub config: SandboxConfig,
-    pub identity: ServerIdentity,
-    pub registry: Mutex<Registry>,
-    /// `true` while the sandbox plays an outage: sockets are dropped and upgrades refused.
-    pub outage: watch::Sender<bool>,
-}
+use crate::shared::Shared;
+use crate::{connection, pair_code};
 
 /// The sandbox could not start.
 #[derive(Debug, Error)]
@@ -68,12 +59,7 @@ impl Sandbox {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .unwrap_or(listen);
-        let shared = Arc::new(Shared {
-            config,
-            identity: ServerIdentity::generate(),
-            registry: Mutex::new(Registry::default()),
-            outage: watch::channel(false).0,
-        });
+        let shared = Arc::new(Shared::new(config));
         let app = routes().data(Arc::clone(&shared));
         let server = tokio::spawn(async move {
             if let Err(e) = Server::new_with_acceptor(acceptor).run(app).await {
@@ -135,6 +121,12 @@ impl Sandbox {
     /// Every client connected right now.
     pub fn clients(&self) -> Vec<ClientInfo> {
         client_infos(&self.shared)
+    }
+
+    /// How many client connections it has accepted since it started, those that closed
+    /// included: a client that connected and dropped does not show in [`Sandbox::clients`].
+    pub fn connections_made(&self) -> u64 {
+        lock(&self.shared.registry).connections_made()
     }
 
     /// Plays an outage: `true` drops every socket and refuses new ones; `false` comes back.

@@ -57,18 +57,8 @@ async fn the_sandbox_walkthrough_links_devices_over_http() {
 
     let unlinked = api.post("/sandbox/devices/by-qr/unlink").await;
     assert_eq!(unlinked.status, StatusCode::OK, "{}", unlinked.body);
-    let mut state = String::new();
-    for _ in 0..100 {
-        state = api.get("/devices/by-qr").await.body["results"]["state"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if state == "disconnected" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(state, "disconnected", "an unlinked device is logged out");
+    // An unlinked device is logged out.
+    api.wait_state("by-qr", "disconnected").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,7 +144,8 @@ async fn a_gateway_killed_with_a_thousand_events_pending_loses_none_of_them() {
     let mut recorded: HashMap<String, String> = HashMap::new();
     for _ in 0..100 {
         for event in store
-            .record_events(tenant, &device, DeviceChange::default(), state_changes(10))
+            .tenant(tenant)
+            .record_events(&device, DeviceChange::default(), state_changes(10))
             .await
             .expect("recorded")
         {
@@ -196,7 +187,12 @@ async fn a_plugin_that_cannot_start_stops_the_gateway_with_a_clear_error() {
     let library = plugin_library("wagate-test-plugin").await;
     let path = library.to_string_lossy().to_string();
 
-    let missing = refused_start(&database_url, &["--plugins", "/nowhere/libgone.so"], &[]);
+    // A sandbox build needs its sandbox: the plugins are what must stop these starts.
+    let missing = refused_start(
+        &database_url,
+        &["--sandbox", "--plugins", "/nowhere/libgone.so"],
+        &[],
+    );
     assert!(
         missing.contains("/nowhere/libgone.so") && missing.contains("not found"),
         "{missing}"
@@ -204,7 +200,7 @@ async fn a_plugin_that_cannot_start_stops_the_gateway_with_a_clear_error() {
 
     let other_abi = refused_start(
         &database_url,
-        &["--plugins", &path],
+        &["--sandbox", "--plugins", &path],
         &[("WAGATE_TEST_PLUGIN_OTHER_ABI", "1")],
     );
     assert!(other_abi.contains(&path), "{other_abi}");

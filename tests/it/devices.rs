@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::Gateway;
+use crate::support::{Gateway, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_are_created_listed_and_removed() {
@@ -152,14 +152,13 @@ async fn logins_racing_deletes_logouts_and_creates_never_fail_inside_the_gateway
     eprintln!("answers: {seen:?}");
     // Whatever the interleaving, no session outlives its device.
     api.delete("/devices/racer").await;
-    for _ in 0..100 {
-        if gateway.sandbox.clients().is_empty() {
-            return;
+    eventually("every session of the deleted device ending", || async {
+        let clients = gateway.sandbox.clients();
+        if clients.is_empty() {
+            Ok(())
+        } else {
+            Err(clients)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!(
-        "sessions outlived the device: {:?}",
-        gateway.sandbox.clients()
-    );
+    })
+    .await;
 }

@@ -6,10 +6,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use wagate_core::store::APP_ROLE;
+use wagate_core::cluster::APP_ROLE;
 
-use crate::support::Api;
 use crate::support::process::{Wagate, serve_embedded, wagate};
+use crate::support::{Api, eventually};
 
 /// The embedded cluster's data directory under wagate's data directory `data`.
 fn cluster_dir(data: &Path) -> PathBuf {
@@ -71,18 +71,42 @@ fn processes_in(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Waits up to 5 s for every process in `dir` to end; a server's last ones exit just after
-/// its pid file goes.
+/// Waits for every process in `dir` to end; a server's last ones exit just after its pid file
+/// goes.
 async fn assert_nothing_runs_in(dir: &Path) {
-    let mut left = Vec::new();
-    for _ in 0..50 {
-        left = processes_in(dir);
-        if left.is_empty() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("processes still run in {}: {left:?}", dir.display());
+    eventually(
+        &format!("every process in {} ending", dir.display()),
+        || async {
+            let left = processes_in(dir);
+            if left.is_empty() { Ok(()) } else { Err(left) }
+        },
+    )
+    .await;
+}
+
+/// Starts a gateway on `data`, kills it with SIGKILL after `moment`, then checks that the next
+/// start serves, stops cleanly and leaves no process behind.
+async fn killed_then_started_again(data: &Path, moment: Duration) {
+    let mut doomed = serve_embedded(data, &["--sandbox"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(moment).await;
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    let next = Wagate::start_embedded(data, &["--sandbox"]);
+    let answered = Api::new(&next.base, "admin", "secret")
+        .get("/devices")
+        .await;
+    assert_eq!(
+        answered.status,
+        StatusCode::OK,
+        "after a kill at {moment:?}"
+    );
+    assert!(next.terminate().success(), "after a kill at {moment:?}");
+    assert_nothing_runs_in(&cluster_dir(data)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,26 +148,7 @@ async fn a_gateway_killed_at_any_moment_of_its_start_leaves_no_server_behind() {
             .success()
     );
     for moment in (0..20).map(|i| Duration::from_millis(i * 50)) {
-        let mut doomed = serve_embedded(data.path(), &["--sandbox"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(moment).await;
-        doomed.kill().unwrap();
-        doomed.wait().unwrap();
-
-        let next = Wagate::start_embedded(data.path(), &["--sandbox"]);
-        let answered = Api::new(&next.base, "admin", "secret")
-            .get("/devices")
-            .await;
-        assert_eq!(
-            answered.status,
-            StatusCode::OK,
-            "after a kill at {moment:?}"
-        );
-        assert!(next.terminate().success(), "after a kill at {moment:?}");
-        assert_nothing_runs_in(&cluster_dir(data.path())).await;
+        killed_then_started_again(data.path(), moment).await;
     }
 }
 
@@ -151,26 +156,7 @@ async fn a_gateway_killed_at_any_moment_of_its_start_leaves_no_server_behind() {
 async fn a_gateway_killed_while_making_its_cluster_leaves_none_half_made() {
     for moment in [100, 250, 400, 600, 900].map(Duration::from_millis) {
         let data = tempfile::tempdir().unwrap();
-        let mut doomed = serve_embedded(data.path(), &["--sandbox"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(moment).await;
-        doomed.kill().unwrap();
-        doomed.wait().unwrap();
-
-        let next = Wagate::start_embedded(data.path(), &["--sandbox"]);
-        let answered = Api::new(&next.base, "admin", "secret")
-            .get("/devices")
-            .await;
-        assert_eq!(
-            answered.status,
-            StatusCode::OK,
-            "after a kill at {moment:?}"
-        );
-        assert!(next.terminate().success(), "after a kill at {moment:?}");
-        assert_nothing_runs_in(&cluster_dir(data.path())).await;
+        killed_then_started_again(data.path(), moment).await;
         let leftovers: Vec<_> = std::fs::read_dir(data.path())
             .unwrap()
             .flatten()

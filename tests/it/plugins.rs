@@ -11,7 +11,7 @@ use wagate_core::plugins::{PluginError, PluginHost, PluginSpec};
 use futures_util::StreamExt;
 
 use crate::support::nats::NatsServer;
-use crate::support::{Api, Gateway, Options, plugin_library};
+use crate::support::{Api, Gateway, Options, eventually, plugin_library};
 
 /// A gateway with the test plugin configured with `config`, and a queue of `queue`.
 async fn gateway_with(config: Value, queue: usize) -> Gateway {
@@ -56,14 +56,15 @@ async fn the_events_of_a_login_reach_a_plugin_in_order() {
 
     gateway.scan_login(&api, "d1").await;
     api.wait_logged_in("d1").await;
-    let mut events = Vec::new();
-    for _ in 0..100 {
-        events = recorded(&file);
+    let events = eventually("the plugin recording the login", || async {
+        let events = recorded(&file);
         if events.iter().any(|e| e["type"] == "logged_in") {
-            break;
+            Ok(events)
+        } else {
+            Err(events)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let _ = std::fs::remove_file(&file);
 
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
@@ -83,7 +84,7 @@ async fn the_events_of_a_login_reach_a_plugin_in_order() {
     assert_eq!(events[logged_in]["device_id"], "d1");
     // The host counts an event once the plugin has returned from it, just after the line.
     let recorded = events.len() as u64;
-    eventually(&api, |seen| seen["delivered"].as_u64() >= Some(recorded)).await;
+    counters_once(&api, |seen| seen["delivered"].as_u64() >= Some(recorded)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,7 +95,7 @@ async fn a_plugin_that_panics_on_every_event_is_counted_and_the_gateway_keeps_se
 
     let login = api.get("/devices/d1/login").await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
-    let seen = eventually(&api, |seen| seen["panicked"].as_u64() >= Some(2)).await;
+    let seen = counters_once(&api, |seen| seen["panicked"].as_u64() >= Some(2)).await;
     assert_eq!(seen["delivered"], 0);
     assert_eq!(seen["name"], "test-plugin");
     assert_eq!(
@@ -119,25 +120,25 @@ async fn a_plugin_stuck_on_an_event_drops_events_and_never_delays_a_login() {
         let login = api.get(&format!("/devices/{device}/login")).await;
         assert_eq!(login.status, StatusCode::OK, "{}", login.body);
     }
-    let stuck = eventually(&api, |seen| seen["dropped"].as_u64() >= Some(1)).await;
+    let stuck = counters_once(&api, |seen| seen["dropped"].as_u64() >= Some(1)).await;
     assert_eq!(stuck["delivered"], 0, "{stuck}");
 
     std::fs::write(&release, "").unwrap();
-    eventually(&api, |seen| seen["delivered"].as_u64() >= Some(1)).await;
+    counters_once(&api, |seen| seen["delivered"].as_u64() >= Some(1)).await;
     let _ = std::fs::remove_file(&release);
 }
 
-/// The plugin counters once `condition` holds of them, polled for up to 10 s.
-async fn eventually(api: &Api, condition: impl Fn(&Value) -> bool) -> Value {
-    let mut seen = Value::Null;
-    for _ in 0..200 {
-        seen = counters(api).await;
+/// The plugin counters once `condition` holds of them.
+async fn counters_once(api: &Api, condition: impl Fn(&Value) -> bool) -> Value {
+    eventually("the plugin counters getting there", || async {
+        let seen = counters(api).await;
         if condition(&seen) {
-            return seen;
+            Ok(seen)
+        } else {
+            Err(seen)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the plugin counters never got there: {seen}");
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,15 +213,15 @@ async fn gateway_with_nats(nats: &NatsServer) -> Gateway {
 
 /// Waits until the stream holds a message on `subject`; returns its payload.
 async fn stored_on(js: &async_nats::jetstream::Context, subject: &str) -> Value {
-    for _ in 0..300 {
-        if let Ok(stream) = js.get_stream("WAGATE").await
-            && let Ok(message) = stream.get_last_raw_message_by_subject(subject).await
-        {
-            return serde_json::from_slice(&message.payload).expect("JSON");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("nothing arrived on {subject} within 30 s");
+    eventually(&format!("a message arriving on {subject}"), || async {
+        let stream = js.get_stream("WAGATE").await.map_err(|e| e.to_string())?;
+        let message = stream
+            .get_last_raw_message_by_subject(subject)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<Value, String>(serde_json::from_slice(&message.payload).expect("JSON"))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

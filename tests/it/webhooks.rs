@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::receiver::{Received, Receiver};
-use crate::support::{Api, Gateway, Options, fetch};
+use crate::support::{Api, Gateway, Options, eventually, fetch};
 
 /// Registers an endpoint for `events` at `url`; returns its id and secret.
 async fn subscribe(
@@ -131,14 +131,15 @@ async fn a_receiver_that_fails_twice_gets_the_event_on_the_third_attempt() {
         "a back-off"
     );
     let delivery_id = test.body["results"]["delivery_id"].as_str().unwrap();
-    let mut log = Value::Null;
-    for _ in 0..50 {
-        log = deliveries(&api, &endpoint).await[0].clone();
+    let log = eventually("the delivery being logged as delivered", || async {
+        let log = deliveries(&api, &endpoint).await[0].clone();
         if log["status"] == "delivered" {
-            break;
+            Ok(log)
+        } else {
+            Err(log)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert_eq!(log["id"], delivery_id);
     assert_eq!(log["status"], "delivered", "{log}");
     assert_eq!(log["attempts"], 3);
@@ -156,14 +157,15 @@ async fn an_event_for_a_receiver_that_is_down_arrives_once_it_is_up() {
     let test = api.post(&format!("/webhooks/{endpoint}/test")).await;
     assert_eq!(test.status, StatusCode::OK, "{}", test.body);
 
-    let mut failed = Value::Null;
-    for _ in 0..100 {
-        failed = deliveries(&api, &endpoint).await[0].clone();
-        if failed["attempts"].as_i64() >= Some(1) {
-            break;
+    let failed = eventually("a first failed attempt", || async {
+        let log = deliveries(&api, &endpoint).await[0].clone();
+        if log["attempts"].as_i64() >= Some(1) {
+            Ok(log)
+        } else {
+            Err(log)
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     assert_eq!(failed["status"], "pending", "{failed}");
     assert!(
         failed["last_error"]
@@ -372,14 +374,15 @@ async fn an_endpoint_that_answers_gone_is_disabled_until_re_enabled() {
     receiver
         .wait_until(Duration::from_secs(10), |r| !r.is_empty())
         .await;
-    let mut shown = Value::Null;
-    for _ in 0..50 {
-        shown = api.get(&format!("/webhooks/{endpoint}")).await.body["results"].clone();
+    let shown = eventually("the endpoint being disabled", || async {
+        let shown = api.get(&format!("/webhooks/{endpoint}")).await.body["results"].clone();
         if shown["enabled"] == false {
-            break;
+            Ok(shown)
+        } else {
+            Err(shown)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert_eq!(shown["enabled"], false, "{shown}");
     assert!(shown["disabled_reason"].as_str().unwrap().contains("410"));
     assert_eq!(deliveries(&api, &endpoint).await[0]["status"], "dead");
@@ -505,14 +508,15 @@ async fn a_redirect_is_a_failed_attempt_not_followed() {
         received[0].header("webhook-id"),
         received[1].header("webhook-id")
     );
-    let mut log = Value::Null;
-    for _ in 0..50 {
-        log = deliveries(&api, &endpoint).await[0].clone();
+    let log = eventually("the delivery being logged as delivered", || async {
+        let log = deliveries(&api, &endpoint).await[0].clone();
         if log["status"] == "delivered" {
-            break;
+            Ok(log)
+        } else {
+            Err(log)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert_eq!(log["status"], "delivered", "{log}");
     assert_eq!(log["attempts"], 2, "the 307 counted as a failed attempt");
 }

@@ -7,17 +7,17 @@ mod phone;
 mod qr_image;
 mod session;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use thiserror::Error;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 use uuid::Uuid;
-use whatsapp_rust::wacore::store::traits::Backend;
 
 use crate::domain::{Device, DeviceId, DeviceState, TenantId};
 use crate::events::{EngineEventKind, EventBus, LoginFailure, NewEvent};
@@ -56,6 +56,14 @@ impl WhatsAppEndpoint {
     }
 }
 
+/// Where a QR code's image is served. The HTTP edge owns its route and the public base URL;
+/// the engine asks once per code, so the login answer and the `qr_refreshed` event carry the
+/// same link.
+pub trait QrLinks: std::fmt::Debug + Send + Sync {
+    /// The public URL of QR image `image`.
+    fn qr_link(&self, image: Uuid) -> String;
+}
+
 /// How the engine runs.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -65,26 +73,20 @@ pub struct EngineConfig {
     pub login_timeout: Duration,
     /// The name linked devices announce.
     pub push_name: String,
-    /// Base of the links inside events (`qr_link`), e.g. `https://wa.example.com`.
-    pub public_url: String,
+    /// The links of QR images, for login answers and events.
+    pub qr_links: Arc<dyn QrLinks>,
 }
 
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            endpoint: WhatsAppEndpoint::default(),
-            login_timeout: Duration::from_secs(20),
-            push_name: "wagate".to_string(),
-            public_url: "http://localhost:3000".to_string(),
-        }
-    }
+impl EngineConfig {
+    /// The name linked devices announce unless told otherwise.
+    pub const PUSH_NAME: &str = "wagate";
 }
 
 /// A login call that did not produce a code.
 #[derive(Debug, Error)]
 pub enum LoginError {
     /// No such device for this tenant.
-    #[error("device `{0}` not found: create it first with POST /devices")]
+    #[error("device `{0}` not found")]
     DeviceNotFound(DeviceId),
     /// The device is already linked.
     #[error("you are already logged in.")]
@@ -134,20 +136,56 @@ pub enum LoginError {
     },
 }
 
+impl LoginError {
+    /// A copy for another waiter on the same outcome (the store error is not clonable, so it is
+    /// carried as its message).
+    pub(crate) fn clone_for_waiter(&self, device: &DeviceId) -> LoginError {
+        match self {
+            Self::DeviceNotFound(d) => Self::DeviceNotFound(d.clone()),
+            Self::AlreadyLoggedIn(d) => Self::AlreadyLoggedIn(d.clone()),
+            Self::InvalidPhone(p) => Self::InvalidPhone(p.clone()),
+            Self::Timeout { device, waited } => Self::Timeout {
+                device: device.clone(),
+                waited: *waited,
+            },
+            Self::RateLimited {
+                device,
+                retry_after,
+            } => Self::RateLimited {
+                device: device.clone(),
+                retry_after: *retry_after,
+            },
+            Self::Refused { device, reason } => Self::Refused {
+                device: device.clone(),
+                reason: reason.clone(),
+            },
+            Self::Cancelled(d) => Self::Cancelled(d.clone()),
+            Self::Store(e) => Self::Internal {
+                device: device.clone(),
+                detail: e.to_string(),
+            },
+            Self::Internal { device, detail } => Self::Internal {
+                device: device.clone(),
+                detail: detail.clone(),
+            },
+        }
+    }
+}
+
 /// A QR code ready to show.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QrLogin {
     /// The QR string (what the image encodes).
     pub qr_code: String,
-    /// The id of the PNG behind `qr_link`.
-    pub image: Uuid,
+    /// The public link to the code's PNG.
+    pub link: String,
     /// When the code stops being scannable.
     pub expires_at: DateTime<Utc>,
 }
 
 impl QrLogin {
     /// Seconds left on the code, rounded up (a code with half a second left is not "0 seconds"
-    /// while it is still handed out), capped at 30 as the Go gateway's clients expect.
+    /// while it is still handed out), capped at 30: the code lives no longer, and clients size their countdowns by it.
     pub fn duration_secs(&self) -> u64 {
         let left_ms = (self.expires_at - Utc::now()).num_milliseconds().max(0) as u64;
         left_ms.div_ceil(1000).min(30)
@@ -172,7 +210,12 @@ pub struct DeviceStatus {
     pub is_logged_in: bool,
 }
 
-type Key = (TenantId, DeviceId);
+/// The device a session is for: a device id names a device only within its tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DeviceKey {
+    tenant: TenantId,
+    device: DeviceId,
+}
 
 /// What every session shares.
 pub(crate) struct EngineContext {
@@ -182,40 +225,26 @@ pub(crate) struct EngineContext {
     pub http: reqwest::Client,
 }
 
-impl EngineContext {
-    /// The device's key store in PostgreSQL.
-    pub async fn backend(&self, key: &Key) -> Result<Arc<dyn Backend>, LoginError> {
-        let store = self
-            .store
-            .key_store(key.0, &key.1)
-            .await?
-            .ok_or_else(|| LoginError::DeviceNotFound(key.1.clone()))?;
-        Ok(Arc::new(store))
-    }
-
-    /// Forgets the device's keys: it must be linked again.
-    pub async fn wipe_backend(&self, key: &Key) {
-        if let Err(e) = self.store.wipe_keys(key.0, &key.1).await {
-            tracing::error!(device = %key.1, "keys not wiped: {e}");
-        }
-    }
-}
-
 struct SessionHandle {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
 }
 
 impl SessionHandle {
-    /// Ends the session and waits for it; `logout` unlinks a logged-in device first.
-    async fn stop(self, logout: bool) {
+    /// Ends the session and waits for it, leaving the device linked (a process shutdown).
+    async fn stop(self) {
+        self.end(Command::Stop).await;
+    }
+
+    /// Logs the device out (a linked one is unlinked on WhatsApp; its keys and JID go), then
+    /// ends the session and waits for it.
+    async fn log_out_and_stop(self) {
+        self.end(Command::LogOutAndStop).await;
+    }
+
+    async fn end(self, command: impl FnOnce(oneshot::Sender<()>) -> Command) {
         let (reply, done) = oneshot::channel();
-        if self
-            .commands
-            .send(Command::Stop { logout, reply })
-            .await
-            .is_ok()
-        {
+        if self.commands.send(command(reply)).await.is_ok() {
             let _ = done.await;
         }
         let _ = self.task.await;
@@ -234,7 +263,7 @@ const QR_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// Owns every device session.
 pub struct DeviceManager {
     ctx: Arc<EngineContext>,
-    sessions: Mutex<HashMap<Key, SessionHandle>>,
+    sessions: Mutex<HashMap<DeviceKey, SessionHandle>>,
     housekeeping: JoinHandle<()>,
 }
 
@@ -277,7 +306,8 @@ impl DeviceManager {
     async fn existing(&self, tenant: TenantId, device: &DeviceId) -> Result<Device, LoginError> {
         self.ctx
             .store
-            .find_device(tenant, device)
+            .tenant(tenant)
+            .find_device(device)
             .await?
             .ok_or_else(|| LoginError::DeviceNotFound(device.clone()))
     }
@@ -288,7 +318,10 @@ impl DeviceManager {
         device: &DeviceId,
         state: DeviceState,
     ) -> mpsc::Sender<Command> {
-        let key = (tenant, device.clone());
+        let key = DeviceKey {
+            tenant,
+            device: device.clone(),
+        };
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(handle) = sessions.get(&key)
             && !handle.task.is_finished()
@@ -297,7 +330,9 @@ impl DeviceManager {
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let session = Session::new(Arc::clone(&self.ctx), key.clone(), state);
-        let task = tokio::spawn(session.run(rx));
+        // Every log line of the session, whichever task it runs on, names its device.
+        let span = tracing::info_span!("session", tenant = %key.tenant, device = %key.device);
+        let task = tokio::spawn(session.run(rx).instrument(span));
         sessions.insert(
             key,
             SessionHandle {
@@ -370,17 +405,20 @@ impl DeviceManager {
     /// Logs the device out, stops its session and removes the slot with everything under it.
     pub async fn delete(&self, tenant: TenantId, device: &DeviceId) -> Result<(), LoginError> {
         self.existing(tenant, device).await?;
-        let key = (tenant, device.clone());
+        let key = DeviceKey {
+            tenant,
+            device: device.clone(),
+        };
         let handle = self
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
         if let Some(handle) = handle {
-            handle.stop(true).await;
+            handle.log_out_and_stop().await;
         }
         // The device's keys go with it (the key tables cascade).
-        if !self.ctx.store.delete_device(tenant, device).await? {
+        if !self.ctx.store.tenant(tenant).delete_device(device).await? {
             return Err(LoginError::DeviceNotFound(device.clone()));
         }
         Ok(())
@@ -392,11 +430,12 @@ impl DeviceManager {
     /// it (the foreign keys cascade) its webhook endpoints, events and deliveries.
     /// [`StoreError::TenantNotFound`] when there is no such tenant.
     pub async fn delete_tenant(&self, tenant: TenantId) -> Result<(), LoginError> {
-        if self.ctx.store.tenant(tenant).await?.is_none() {
+        let store = self.ctx.store.tenant(tenant);
+        if store.summary().await?.is_none() {
             return Err(StoreError::TenantNotFound(tenant).into());
         }
-        self.ctx.store.revoke_credentials(tenant).await?;
-        let devices = self.ctx.store.list_devices(tenant).await?;
+        store.revoke_credentials().await?;
+        let devices = store.list_devices().await?;
         let mut deletions = futures_util::stream::iter(devices)
             .map(|device| async move {
                 match self.delete(tenant, &device.id).await {
@@ -412,11 +451,15 @@ impl DeviceManager {
         // Sessions whose device such a request deleted or created meanwhile.
         let leftovers: Vec<SessionHandle> = {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-            let keys: Vec<Key> = sessions.keys().filter(|k| k.0 == tenant).cloned().collect();
+            let keys: Vec<DeviceKey> = sessions
+                .keys()
+                .filter(|k| k.tenant == tenant)
+                .cloned()
+                .collect();
             keys.iter().filter_map(|k| sessions.remove(k)).collect()
         };
         for handle in leftovers {
-            handle.stop(true).await;
+            handle.log_out_and_stop().await;
         }
         Ok(self.ctx.store.delete_tenant(tenant).await?)
     }
@@ -428,33 +471,24 @@ impl DeviceManager {
     pub async fn restore(&self) -> Result<usize, StoreError> {
         self.fail_interrupted_logins().await?;
         let devices = self.ctx.store.linked_devices().await?;
-        let mut events = self.ctx.bus.subscribe();
+        let mut logged_in = 0;
         for batch in devices.chunks(RESTORE_BATCH) {
-            let mut pending: HashSet<Key> = batch.iter().cloned().collect();
+            let mut settling = futures_util::stream::FuturesUnordered::new();
             for (tenant, id) in batch {
                 let session = self.session(*tenant, id, DeviceState::LoggedIn);
-                let _ = session.send(Command::Resume).await;
-            }
-            let deadline = tokio::time::Instant::now() + self.ctx.config.login_timeout;
-            while !pending.is_empty() {
-                match tokio::time::timeout_at(deadline, events.recv()).await {
-                    Ok(Ok(event)) => {
-                        let settled = event.event_type == "state_changed"
-                            && matches!(
-                                event.data["to"].as_str(),
-                                Some("logged_in" | "disconnected")
-                            );
-                        if let (true, Some(Ok(device))) =
-                            (settled, event.device_id.as_deref().map(DeviceId::parse))
-                        {
-                            pending.remove(&(TenantId(event.tenant), device));
-                        }
-                    }
-                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-                    Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => break,
+                let (settled, state) = oneshot::channel();
+                if session.send(Command::Resume(settled)).await.is_ok() {
+                    settling.push(state);
                 }
             }
+            let deadline = tokio::time::Instant::now() + self.ctx.config.login_timeout;
+            // A session that ended without answering (its device was deleted) has settled too.
+            while let Ok(Some(state)) = tokio::time::timeout_at(deadline, settling.next()).await {
+                logged_in += usize::from(state == Ok(DeviceState::LoggedIn));
+            }
         }
+        // The caller reports how many were started; how many got back in is told here.
+        tracing::debug!(linked = devices.len(), logged_in, "linked devices settled");
         Ok(devices.len())
     }
 
@@ -474,7 +508,7 @@ impl DeviceManager {
                 },
             ]
             .iter()
-            .map(|kind| NewEvent::from_kind(kind, &self.ctx.config.public_url))
+            .map(NewEvent::from_kind)
             .collect();
             let change = DeviceChange {
                 state: Some(DeviceState::Disconnected),
@@ -484,7 +518,8 @@ impl DeviceManager {
             match self
                 .ctx
                 .store
-                .record_events(tenant, &id, change, events)
+                .tenant(tenant)
+                .record_events(&id, change, events)
                 .await
             {
                 Ok(recorded) => {
@@ -509,7 +544,7 @@ impl DeviceManager {
             .map(|(_, h)| h)
             .collect();
         for handle in handles {
-            handle.stop(false).await;
+            handle.stop().await;
         }
     }
 

@@ -3,7 +3,7 @@
 use qrcode::{Color, EcLevel, QrCode};
 use thiserror::Error;
 
-/// Side of the rendered image in pixels, as the Go gateway serves it.
+/// Side of the rendered image in pixels: large enough to scan from a screen.
 pub const QR_IMAGE_SIZE: u32 = 512;
 /// Light modules around the code, as the QR standard asks for.
 const QUIET_ZONE: usize = 4;

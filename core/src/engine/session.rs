@@ -1,24 +1,32 @@
 //! The actor that owns one device: its client, its pending QR code or pairing code, and the
 //! callers waiting for them.
 //!
+//! What both logins share is here: the client, the device's state and the events that record
+//! it, the login deadline, the device being deleted underneath; so is the QR login, whose codes
+//! come as client events. The pairing-code login, a request per phone number made off the
+//! actor's loop, is in `pair_code`.
+//!
 //! Invariant: at most one client runs per device, and only this task starts or stops it.
+
+mod pair_code;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
-use whatsapp_rust::pair_code::PairCodeOptions;
 use whatsapp_rust::types::events::Event;
 
 use super::client::{self, RunningClient};
-use super::{EngineContext, Key, LoginError, PairCodeLogin, PhoneNumber, QrLogin, render_png};
+use super::{
+    DeviceKey, EngineContext, LoginError, PairCodeLogin, PhoneNumber, QrLogin, render_png,
+};
 use crate::domain::DeviceState;
 use crate::events::{EngineEventKind, LoginFailure, NewEvent};
-use crate::store::{DeviceChange, StoreError};
+use crate::store::{DeviceChange, Link, StoreError, TenantStore};
+use pair_code::PairCodeFlow;
 
 type Reply<T> = oneshot::Sender<Result<T, LoginError>>;
 
@@ -32,18 +40,17 @@ pub(crate) enum Command {
     Logout(Reply<()>),
     Reconnect(Reply<()>),
     CurrentQr(Reply<Option<String>>),
-    /// Reconnects a linked device from its stored keys (start-up restore).
-    Resume,
+    /// Reconnects a linked device from its stored keys (start-up restore); answered with the
+    /// state the device settles in (logged in or disconnected), or dropped if the session ends
+    /// first.
+    Resume(oneshot::Sender<DeviceState>),
     CurrentPairCode(Reply<Option<(PhoneNumber, String)>>),
-    /// Ends the session; `logout` also unlinks a logged-in device first.
-    Stop {
-        logout: bool,
-        reply: oneshot::Sender<()>,
-    },
+    /// Ends the session; the device stays linked.
+    Stop(oneshot::Sender<()>),
+    /// Logs the device out (unlinking a linked one), then ends the session.
+    LogOutAndStop(oneshot::Sender<()>),
 }
 
-/// How long WhatsApp keeps a pairing code valid.
-const PAIR_CODE_VALIDITY: Duration = Duration::from_secs(180);
 /// A code this close to expiry is not handed out again. Scaled with the sandbox's time scale like
 /// the codes' lifetimes, or at a high scale every code would count as expired from the start.
 const REUSE_MARGIN: Duration = Duration::from_secs(2);
@@ -55,12 +62,6 @@ struct PendingQr {
     until: Instant,
 }
 
-struct PendingCode {
-    phone: PhoneNumber,
-    login: PairCodeLogin,
-    until: Instant,
-}
-
 struct Running {
     client: RunningClient,
     generation: u64,
@@ -69,16 +70,10 @@ struct Running {
     paired: Option<String>,
 }
 
-/// The outcome of a pairing-code request made off the actor's loop.
-struct CodeOutcome {
-    generation: u64,
-    phone: PhoneNumber,
-    result: Result<String, LoginError>,
-}
-
+/// The actor of one device; [`Session::run`] is its loop.
 pub(crate) struct Session {
     ctx: Arc<EngineContext>,
-    key: Key,
+    key: DeviceKey,
     state: DeviceState,
     running: Option<Running>,
     /// The device was deleted under this session (a store write found no row): the session
@@ -93,18 +88,17 @@ pub(crate) struct Session {
     qr: Option<PendingQr>,
     qr_index: u32,
     qr_waiters: Vec<Reply<QrLogin>>,
-    code: Option<PendingCode>,
-    code_waiters: Vec<(PhoneNumber, Reply<PairCodeLogin>)>,
-    code_task: Option<(PhoneNumber, JoinHandle<()>)>,
-    code_tx: mpsc::Sender<CodeOutcome>,
-    code_rx: mpsc::Receiver<CodeOutcome>,
+    /// The pairing-code login (`pair_code`).
+    code: PairCodeFlow,
     /// When the callers waiting now get a timeout.
     deadline: Option<Instant>,
+    /// Restores waiting for the device to be logged in or disconnected.
+    resumes: Vec<oneshot::Sender<DeviceState>>,
 }
 
 impl Session {
-    pub fn new(ctx: Arc<EngineContext>, key: Key, state: DeviceState) -> Self {
-        let (code_tx, code_rx) = mpsc::channel(4);
+    /// A session for `key`, whose device the store last saw in `state`; no client runs yet.
+    pub fn new(ctx: Arc<EngineContext>, key: DeviceKey, state: DeviceState) -> Self {
         Self {
             ctx,
             key,
@@ -121,28 +115,32 @@ impl Session {
             qr: None,
             qr_index: 0,
             qr_waiters: Vec::new(),
-            code: None,
-            code_waiters: Vec::new(),
-            code_task: None,
-            code_tx,
-            code_rx,
+            code: PairCodeFlow::new(),
             deadline: None,
+            resumes: Vec::new(),
         }
     }
 
+    /// Serves `commands` and the client's events until told to stop, the channel closes or the
+    /// device turns out deleted.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         loop {
             let deadline = self.deadline;
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Stop { logout, reply }) => {
-                        self.stop(logout).await;
+                    Some(Command::Stop(reply)) => {
+                        self.stop().await;
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(Command::LogOutAndStop(reply)) => {
+                        self.log_out().await;
                         let _ = reply.send(());
                         return;
                     }
                     Some(command) => self.on_command(command).await,
                     None => {
-                        self.stop(false).await;
+                        self.stop().await;
                         return;
                     }
                 },
@@ -150,7 +148,7 @@ impl Session {
                     Some(event) => self.on_event(&event).await,
                     None => self.on_client_gone().await,
                 },
-                Some(outcome) = self.code_rx.recv() => self.on_code(outcome).await,
+                Some(outcome) = self.code.outcome() => self.on_code(outcome).await,
                 _ = sleep_until(deadline) => self.on_deadline().await,
             }
             if self.gone {
@@ -163,7 +161,12 @@ impl Session {
     }
 
     fn device(&self) -> &crate::domain::DeviceId {
-        &self.key.1
+        &self.key.device
+    }
+
+    /// The store, scoped to the device's tenant.
+    fn store(&self) -> TenantStore<'_> {
+        self.ctx.store.tenant(self.key.tenant)
     }
 
     fn scaled(&self, d: Duration) -> Duration {
@@ -175,7 +178,7 @@ impl Session {
             Command::Qr(reply) => self.want_qr(reply).await,
             Command::PairCode { phone, reply } => self.want_code(phone, reply).await,
             Command::Logout(reply) => {
-                self.stop(true).await;
+                self.log_out().await;
                 let _ = reply.send(Ok(()));
             }
             Command::Reconnect(reply) => {
@@ -191,7 +194,7 @@ impl Session {
                 };
                 let _ = reply.send(result);
             }
-            Command::Resume => {
+            Command::Resume(settled) => {
                 if self.running.is_none() {
                     self.set_state(DeviceState::Connecting).await;
                     if let Err(e) = self.start_client().await {
@@ -199,20 +202,17 @@ impl Session {
                         self.set_state(DeviceState::Disconnected).await;
                     }
                 }
+                self.resumes.push(settled);
+                self.settle_resumes();
             }
             Command::CurrentQr(reply) => {
                 let qr = self.live_qr().map(|q| q.qr_code.clone());
                 let _ = reply.send(Ok(qr));
             }
             Command::CurrentPairCode(reply) => {
-                let code = self
-                    .code
-                    .as_ref()
-                    .filter(|c| c.until > Instant::now())
-                    .map(|c| (c.phone.clone(), c.login.pair_code.replace('-', "")));
-                let _ = reply.send(Ok(code));
+                let _ = reply.send(Ok(self.current_pair_code()));
             }
-            Command::Stop { .. } => unreachable!("handled by the loop"),
+            Command::Stop(_) | Command::LogOutAndStop(_) => unreachable!("handled by the loop"),
         }
     }
 
@@ -235,140 +235,7 @@ impl Session {
         }
         self.qr_waiters.push(reply);
         self.arm_deadline();
-        if self.running.is_none()
-            && let Err(e) = self.start_client().await
-        {
-            let device = self.device().clone();
-            self.fail_waiters(|| e.clone_for_waiter(&device));
-        }
-    }
-
-    async fn want_code(&mut self, phone: PhoneNumber, reply: Reply<PairCodeLogin>) {
-        if self.state == DeviceState::LoggedIn {
-            let _ = reply.send(Err(LoginError::AlreadyLoggedIn(self.device().clone())));
-            return;
-        }
-        if let Some(code) = &self.code
-            && code.phone == phone
-            && code.until > Instant::now() + self.scaled(REUSE_MARGIN)
-        {
-            let _ = reply.send(Ok(code.login.clone()));
-            return;
-        }
-        let in_flight_for = self.code_task.as_ref().map(|(p, _)| p.clone());
-        self.code_waiters.push((phone.clone(), reply));
-        self.arm_deadline();
-        if in_flight_for.as_ref() == Some(&phone) {
-            return;
-        }
-        // A code for another number is outstanding (or was just asked for): WhatsApp allows one
-        // per connection, so the connection is renewed for the new number.
-        if in_flight_for.is_some() || self.code.is_some() {
-            self.stop_client().await;
-        }
-        if self.running.is_none()
-            && let Err(e) = self.start_client().await
-        {
-            let device = self.device().clone();
-            self.fail_waiters(|| e.clone_for_waiter(&device));
-            return;
-        }
-        self.request_code(phone);
-    }
-
-    fn request_code(&mut self, phone: PhoneNumber) {
-        let Some(running) = &self.running else { return };
-        let client = Arc::clone(&running.client.client);
-        let generation = running.generation;
-        let wait = self.ctx.config.login_timeout;
-        let device = self.device().clone();
-        let tx = self.code_tx.clone();
-        let for_phone = phone.clone();
-        let task = tokio::spawn(async move {
-            let result = async {
-                client
-                    .wait_for_socket(wait)
-                    .await
-                    .map_err(|_| LoginError::Timeout {
-                        device: device.clone(),
-                        waited: wait,
-                    })?;
-                client
-                    .pair_with_code(PairCodeOptions {
-                        phone_number: for_phone.as_str().to_string(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| refusal(&device, &e))
-            }
-            .await;
-            let _ = tx
-                .send(CodeOutcome {
-                    generation,
-                    phone: for_phone,
-                    result,
-                })
-                .await;
-        });
-        self.code_task = Some((phone, task));
-    }
-
-    async fn on_code(&mut self, outcome: CodeOutcome) {
-        if self.running.as_ref().map(|r| r.generation) != Some(outcome.generation) {
-            return;
-        }
-        self.code_task = None;
-        match outcome.result {
-            Ok(raw) => {
-                let pair_code = if raw.len() == 8 {
-                    format!("{}-{}", &raw[..4], &raw[4..])
-                } else {
-                    raw
-                };
-                let validity = self.scaled(PAIR_CODE_VALIDITY);
-                let login = PairCodeLogin {
-                    pair_code: pair_code.clone(),
-                    expires_at: Utc::now() + validity,
-                };
-                self.code = Some(PendingCode {
-                    phone: outcome.phone.clone(),
-                    login: login.clone(),
-                    until: Instant::now() + validity,
-                });
-                self.record(
-                    Some(DeviceState::Connected),
-                    None,
-                    vec![EngineEventKind::PairCodeIssued {
-                        pair_code,
-                        expires_at: login.expires_at,
-                    }],
-                )
-                .await;
-                let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut self.code_waiters)
-                    .into_iter()
-                    .partition(|(p, _)| *p == outcome.phone);
-                self.code_waiters = others;
-                for (_, reply) in mine {
-                    let _ = reply.send(Ok(login.clone()));
-                }
-            }
-            Err(error) => {
-                let waiters = std::mem::take(&mut self.code_waiters);
-                // A timed-out device is disconnected before anyone hears of the timeout.
-                if matches!(error, LoginError::Timeout { .. }) {
-                    self.give_up(LoginFailure::Timeout).await;
-                } else {
-                    self.emit(EngineEventKind::LoginFailed {
-                        reason: LoginFailure::PairCodeRejected,
-                    })
-                    .await;
-                }
-                for (_, reply) in waiters {
-                    let _ = reply.send(Err(error.clone_for_waiter(&self.key.1)));
-                }
-            }
-        }
-        self.settle_deadline();
+        self.ensure_client().await;
     }
 
     async fn on_event(&mut self, event: &Event) {
@@ -386,7 +253,7 @@ impl Session {
                     self.stop_client().await;
                     self.record(
                         Some(DeviceState::Disconnected),
-                        None,
+                        Link::Keep,
                         vec![EngineEventKind::LoginFailed {
                             reason: LoginFailure::QrExhausted,
                         }],
@@ -402,14 +269,14 @@ impl Session {
                 }
             }
             Event::PairingCodeError(_) | Event::PairError(_) => {
-                self.code = None;
+                self.code.forget();
                 self.emit(EngineEventKind::LoginFailed {
                     reason: LoginFailure::PairCodeRejected,
                 })
                 .await;
             }
             Event::PairingCodeRefresh(_) => {
-                self.code = None;
+                self.code.forget();
             }
             Event::LoggedOut(out) => {
                 let reason = if out.on_connect {
@@ -428,7 +295,7 @@ impl Session {
                 self.stop_client().await;
                 self.record(
                     Some(DeviceState::Disconnected),
-                    None,
+                    Link::Keep,
                     vec![EngineEventKind::LoginFailed {
                         reason: LoginFailure::ClientOutdated,
                     }],
@@ -462,7 +329,7 @@ impl Session {
         };
         let login = QrLogin {
             qr_code: code.to_string(),
-            image,
+            link: self.ctx.config.qr_links.qr_link(image),
             expires_at,
         };
         self.qr = Some(PendingQr {
@@ -473,10 +340,10 @@ impl Session {
         self.qr_index += 1;
         self.record(
             Some(DeviceState::Connected),
-            None,
+            Link::Keep,
             vec![EngineEventKind::QrRefreshed {
                 qr_code: code.to_string(),
-                image,
+                link: login.link.clone(),
                 expires_at,
                 index,
             }],
@@ -495,9 +362,8 @@ impl Session {
             .map_err(|e| self.internal(format!("qr rendering stopped: {e}")))?
             .map_err(|e| self.internal(e.to_string()))?;
         Ok(self
-            .ctx
-            .store
-            .put_qr_image(self.key.0, &self.key.1, png, expires_at)
+            .store()
+            .put_qr_image(&self.key.device, png, expires_at)
             .await?)
     }
 
@@ -512,7 +378,7 @@ impl Session {
         let lid = client.lid().map(|j| j.to_string());
         let push_name = Some(client.push_name()).filter(|n| !n.is_empty());
         self.qr = None;
-        self.code = None;
+        self.code.forget();
         self.qr_index = 0;
         let events = match paired {
             Some(platform) => vec![EngineEventKind::LoggedIn {
@@ -526,7 +392,7 @@ impl Session {
         // The JID, the state and the login are one fact: recorded together or not at all.
         self.record(
             Some(DeviceState::LoggedIn),
-            jid.as_deref().map(Some),
+            jid.as_deref().map_or(Link::Keep, Link::Set),
             events,
         )
         .await;
@@ -545,21 +411,21 @@ impl Session {
 
     async fn on_deadline(&mut self) {
         self.deadline = None;
-        if self.qr_waiters.is_empty() && self.code_waiters.is_empty() {
+        if self.qr_waiters.is_empty() && !self.code.is_awaited() {
             return;
         }
         let qr_waiters = std::mem::take(&mut self.qr_waiters);
-        let code_waiters = std::mem::take(&mut self.code_waiters);
+        let code_waiters = self.code.take_waiters();
         // The device is disconnected before anyone hears of the timeout.
         self.give_up(LoginFailure::Timeout).await;
         let timeout = || LoginError::Timeout {
-            device: self.key.1.clone(),
+            device: self.key.device.clone(),
             waited: self.ctx.config.login_timeout,
         };
         for reply in qr_waiters {
             let _ = reply.send(Err(timeout()));
         }
-        for (_, reply) in code_waiters {
+        for reply in code_waiters {
             let _ = reply.send(Err(timeout()));
         }
     }
@@ -568,8 +434,12 @@ impl Session {
     async fn give_up(&mut self, reason: LoginFailure) {
         self.stop_client().await;
         let to = (self.state != DeviceState::LoggedIn).then_some(DeviceState::Disconnected);
-        self.record(to, None, vec![EngineEventKind::LoginFailed { reason }])
-            .await;
+        self.record(
+            to,
+            Link::Keep,
+            vec![EngineEventKind::LoginFailed { reason }],
+        )
+        .await;
     }
 
     fn arm_deadline(&mut self) {
@@ -579,20 +449,8 @@ impl Session {
     }
 
     fn settle_deadline(&mut self) {
-        if self.qr_waiters.is_empty() && self.code_waiters.is_empty() {
+        if self.qr_waiters.is_empty() && !self.code.is_awaited() {
             self.deadline = None;
-        }
-    }
-
-    fn cancel_code_waiters(&mut self) {
-        let device = self.device().clone();
-        self.fail_code_waiters(|| LoginError::Cancelled(device.clone()));
-        self.settle_deadline();
-    }
-
-    fn fail_code_waiters(&mut self, error: impl Fn() -> LoginError) {
-        for (_, reply) in std::mem::take(&mut self.code_waiters) {
-            let _ = reply.send(Err(error()));
         }
     }
 
@@ -600,17 +458,38 @@ impl Session {
         for reply in std::mem::take(&mut self.qr_waiters) {
             let _ = reply.send(Err(error()));
         }
-        self.fail_code_waiters(error);
+        self.code.fail_waiters(error);
         self.deadline = None;
     }
 
+    /// Starts the client unless one runs; when it cannot start, every waiting caller is told
+    /// why. Whether a client runs now.
+    async fn ensure_client(&mut self) -> bool {
+        if self.running.is_some() {
+            return true;
+        }
+        match self.start_client().await {
+            Ok(()) => true,
+            Err(e) => {
+                let device = self.device().clone();
+                self.fail_waiters(|| e.clone_for_waiter(&device));
+                false
+            }
+        }
+    }
+
     async fn start_client(&mut self) -> Result<(), LoginError> {
-        self.row = self.current_row().await;
-        let backend = match self.ctx.backend(&self.key).await {
-            Ok(backend) => backend,
-            Err(e) => return Err(self.unless_gone(e).await),
+        // The key store is bound to the device's row: one look-up gives both.
+        let backend = match self.store().key_store(&self.key.device).await {
+            Ok(Some(backend)) => backend,
+            Ok(None) => {
+                let e = LoginError::DeviceNotFound(self.device().clone());
+                return Err(self.unless_gone(e).await);
+            }
+            Err(e) => return Err(self.unless_gone(e.into()).await),
         };
-        let client = match client::start(&self.ctx, backend).await {
+        self.row = Some(backend.device_internal_id());
+        let client = match client::start(&self.ctx, Arc::new(backend)).await {
             Ok(client) => client,
             Err(detail) => {
                 let e = self.internal(detail);
@@ -630,10 +509,7 @@ impl Session {
     }
 
     async fn stop_client(&mut self) {
-        if let Some((_, task)) = self.code_task.take() {
-            task.abort();
-        }
-        self.code = None;
+        self.code.stop();
         self.qr = None;
         if let Some(running) = self.running.take() {
             // A shutdown that overruns is dropped, and dropping the handle aborts the client.
@@ -641,37 +517,41 @@ impl Session {
         }
     }
 
-    /// Ends the session's client; with `logout`, a linked device is unlinked and its keys go.
-    async fn stop(&mut self, logout: bool) {
+    /// Ends the session's client; the device stays linked.
+    async fn stop(&mut self) {
         let device = self.device().clone();
         self.fail_waiters(|| LoginError::Cancelled(device.clone()));
-        if logout {
-            if self.state == DeviceState::LoggedIn
-                && let Some(running) = &self.running
-            {
-                // Tells WhatsApp to remove this companion; errors leave it to expire there.
-                let client = Arc::clone(&running.client.client);
-                let _ = tokio::time::timeout(STOP_GRACE, client.logout()).await;
-            }
-            let was_linked = self.state == DeviceState::LoggedIn;
-            self.stop_client().await;
-            if was_linked {
-                self.forget_link("logout").await;
-            } else {
-                self.ctx.wipe_backend(&self.key).await;
-                self.set_state(DeviceState::Disconnected).await;
-            }
+        self.stop_client().await;
+    }
+
+    /// Ends the session's client and the device's link: a linked device is unlinked on
+    /// WhatsApp; its keys and JID go, the slot stays.
+    async fn log_out(&mut self) {
+        let device = self.device().clone();
+        self.fail_waiters(|| LoginError::Cancelled(device.clone()));
+        let was_linked = self.state == DeviceState::LoggedIn;
+        if was_linked && let Some(running) = &self.running {
+            // Tells WhatsApp to remove this companion; errors leave it to expire there.
+            let client = Arc::clone(&running.client.client);
+            let _ = tokio::time::timeout(STOP_GRACE, client.logout()).await;
+        }
+        self.stop_client().await;
+        if was_linked {
+            self.forget_link("logout").await;
         } else {
-            self.stop_client().await;
+            // Nothing was logged in, so no `logged_out`; whatever a half-done pairing or an
+            // interrupted reconnect left (keys, a JID) goes with the move to disconnected.
+            self.record(Some(DeviceState::Disconnected), Link::End, Vec::new())
+                .await;
         }
     }
 
-    /// The device is no longer linked: keys and JID go, the slot stays.
+    /// The device is no longer linked: keys and JID go with the `logged_out` event, the slot
+    /// stays.
     async fn forget_link(&mut self, reason: &str) {
-        self.ctx.wipe_backend(&self.key).await;
         self.record(
             Some(DeviceState::Disconnected),
-            Some(None),
+            Link::End,
             vec![EngineEventKind::LoggedOut {
                 reason: reason.to_string(),
             }],
@@ -679,24 +559,37 @@ impl Session {
         .await;
     }
 
+    /// Answers the restores waiting for this device once it is logged in or disconnected: the
+    /// session's own view, which a failed write does not hold back.
+    fn settle_resumes(&mut self) {
+        if matches!(
+            self.state,
+            DeviceState::LoggedIn | DeviceState::Disconnected
+        ) {
+            for settled in self.resumes.drain(..) {
+                let _ = settled.send(self.state);
+            }
+        }
+    }
+
     async fn set_state(&mut self, to: DeviceState) {
-        self.record(Some(to), None, Vec::new()).await;
+        self.record(Some(to), Link::Keep, Vec::new()).await;
     }
 
     async fn emit(&mut self, kind: EngineEventKind) {
-        self.record(None, None, vec![kind]).await;
+        self.record(None, Link::Keep, vec![kind]).await;
     }
 
-    /// Records a move to state `to`, a new `jid` (`Some(None)` clears it) and the events they
-    /// cause in one transaction, with the outbox rows of the webhooks they go to, then hands the
-    /// recorded events to in-process subscribers.
+    /// Records a move to state `to`, what happens to the `link` (an ended one takes the keys
+    /// with it) and the events they cause in one transaction, with the outbox rows of the
+    /// webhooks they go to, then hands the recorded events to in-process subscribers.
     ///
     /// A failed write is logged and the session carries on from its own view: WhatsApp's
     /// socket does not wait for the database.
     async fn record(
         &mut self,
         to: Option<DeviceState>,
-        jid: Option<Option<&str>>,
+        link: Link<'_>,
         mut kinds: Vec<EngineEventKind>,
     ) {
         let from = self.state;
@@ -705,22 +598,18 @@ impl Session {
             self.state = to;
             kinds.insert(0, EngineEventKind::StateChanged { from, to });
         }
-        if kinds.is_empty() && jid.is_none() {
+        if kinds.is_empty() && link == Link::Keep {
             return;
         }
-        let events = kinds
-            .iter()
-            .map(|kind| NewEvent::from_kind(kind, &self.ctx.config.public_url))
-            .collect();
+        let events = kinds.iter().map(NewEvent::from_kind).collect();
         let change = DeviceChange {
             state,
-            jid,
+            link,
             only_from: None,
         };
         match self
-            .ctx
-            .store
-            .record_events(self.key.0, &self.key.1, change, events)
+            .store()
+            .record_events(&self.key.device, change, events)
             .await
         {
             Ok(recorded) => {
@@ -732,6 +621,8 @@ impl Session {
             Err(StoreError::DeviceNotFound { .. }) => self.gone = true,
             Err(e) => tracing::error!(device = %self.device(), "events not recorded: {e}"),
         }
+        // After the write, so a restore hears of a state once it is stored (or failed to be).
+        self.settle_resumes();
     }
 
     /// `e`, or `DeviceNotFound` when the failure was the device being deleted meanwhile (which
@@ -756,9 +647,8 @@ impl Session {
     /// The device's row now; `None` when it is deleted (or the look-up failed, which the
     /// caller's own error then reports).
     async fn current_row(&self) -> Option<i64> {
-        self.ctx
-            .store
-            .device_internal_id(self.key.0, &self.key.1)
+        self.store()
+            .device_internal_id(&self.key.device)
             .await
             .ok()
             .flatten()
@@ -783,57 +673,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-fn refusal(
-    device: &crate::domain::DeviceId,
-    error: &whatsapp_rust::pair_code::PairError,
-) -> LoginError {
-    if let Some(backoff) = error.backoff() {
-        return LoginError::RateLimited {
-            device: device.clone(),
-            retry_after: Some(backoff),
-        };
-    }
-    LoginError::Refused {
-        device: device.clone(),
-        reason: error.to_string(),
-    }
-}
-
-impl LoginError {
-    /// A copy for another waiter on the same outcome (the store error is not clonable, so it is
-    /// carried as its message).
-    pub(crate) fn clone_for_waiter(&self, device: &crate::domain::DeviceId) -> LoginError {
-        match self {
-            Self::DeviceNotFound(d) => Self::DeviceNotFound(d.clone()),
-            Self::AlreadyLoggedIn(d) => Self::AlreadyLoggedIn(d.clone()),
-            Self::InvalidPhone(p) => Self::InvalidPhone(p.clone()),
-            Self::Timeout { device, waited } => Self::Timeout {
-                device: device.clone(),
-                waited: *waited,
-            },
-            Self::RateLimited {
-                device,
-                retry_after,
-            } => Self::RateLimited {
-                device: device.clone(),
-                retry_after: *retry_after,
-            },
-            Self::Refused { device, reason } => Self::Refused {
-                device: device.clone(),
-                reason: reason.clone(),
-            },
-            Self::Cancelled(d) => Self::Cancelled(d.clone()),
-            Self::Store(e) => Self::Internal {
-                device: device.clone(),
-                detail: e.to_string(),
-            },
-            Self::Internal { device, detail } => Self::Internal {
-                device: device.clone(),
-                detail: detail.clone(),
-            },
-        }
     }
 }

@@ -54,29 +54,21 @@ pub struct NewEvent {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// The public link to a QR image, as the login endpoint hands it out.
-pub fn qr_link(public_url: &str, image: Uuid) -> String {
-    format!(
-        "{}/statics/images/qrcode/scan-qr-{image}.png",
-        public_url.trim_end_matches('/')
-    )
-}
-
 impl NewEvent {
-    /// The wire form of an engine event; `public_url` is the base of `qr_link`.
-    pub fn from_kind(kind: &EngineEventKind, public_url: &str) -> Self {
+    /// The wire form of an engine event.
+    pub fn from_kind(kind: &EngineEventKind) -> Self {
         let mut expires = None;
         let data = match kind {
             EngineEventKind::QrRefreshed {
                 qr_code,
-                image,
+                link,
                 expires_at,
                 index,
             } => {
                 expires = Some(*expires_at);
                 json!({
                     "qr_code": qr_code,
-                    "qr_link": qr_link(public_url, *image),
+                    "qr_link": link,
                     "expires_at": expires_at,
                     "index": index,
                 })
@@ -129,35 +121,26 @@ mod tests {
 
     #[test]
     fn a_qr_event_carries_the_public_link_and_expires_with_its_code() {
-        let image = Uuid::new_v4();
         let expires_at = Utc::now();
-        let event = NewEvent::from_kind(
-            &EngineEventKind::QrRefreshed {
-                qr_code: "2@abc".into(),
-                image,
-                expires_at,
-                index: 2,
-            },
-            "https://wa.example.com/",
-        );
+        let link = "https://wa.example.com/statics/images/qrcode/scan-qr-1.png";
+        let event = NewEvent::from_kind(&EngineEventKind::QrRefreshed {
+            qr_code: "2@abc".into(),
+            link: link.into(),
+            expires_at,
+            index: 2,
+        });
         assert_eq!(event.event_type, "qr_refreshed");
         assert_eq!(event.expires_at, Some(expires_at));
-        assert_eq!(
-            event.data["qr_link"],
-            format!("https://wa.example.com/statics/images/qrcode/scan-qr-{image}.png")
-        );
+        assert_eq!(event.data["qr_link"], link);
         assert_eq!(event.data["index"], 2);
     }
 
     #[test]
     fn state_changes_name_both_states() {
-        let event = NewEvent::from_kind(
-            &EngineEventKind::StateChanged {
-                from: DeviceState::Connected,
-                to: DeviceState::LoggedIn,
-            },
-            "",
-        );
+        let event = NewEvent::from_kind(&EngineEventKind::StateChanged {
+            from: DeviceState::Connected,
+            to: DeviceState::LoggedIn,
+        });
         assert_eq!(
             event.data,
             json!({ "from": "connected", "to": "logged_in" })

@@ -9,6 +9,8 @@
 //!   an event that finds a queue full is dropped and counted.
 //! - Every event a plugin gets is the recorded wire JSON, in the order it was recorded.
 
+// Loading and calling a shared library is unsafe by nature: all of it is in this module.
+#[allow(unsafe_code)]
 mod library;
 
 use std::path::{Path, PathBuf};

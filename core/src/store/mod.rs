@@ -1,11 +1,15 @@
-//! The PostgreSQL store: tenants and their credentials, device slots, QR images.
+//! The PostgreSQL store: tenants and their credentials, device slots and their keys, QR images,
+//! webhook endpoints, events and their deliveries.
 //!
-//! Every tenant-scoped function takes the tenant first; there is no device query without one.
-//! The only cross-tenant reads are [`Store::devices_in_state`] (start-up),
-//! [`Store::qr_image`] (by unguessable id) and [`Store::list_tenants`] (the admin API; counts
-//! only).
+//! Tenant data is reached only through [`Store::tenant`]: the [`TenantStore`] it returns holds
+//! the tenant, and its methods are the only operations on a tenant's devices, device events,
+//! keys, QR images, webhook endpoints and deliveries and credentials. Each of them selects its
+//! rows by that tenant (or by a row it first found to be the tenant's, as a key store is bound
+//! to one device's row), so a caller cannot leave the tenant out. The operations deliberately
+//! not scoped to one tenant are [`Store`]'s own methods, all in `cross_tenant.rs`, whose module
+//! doc says why each one is.
 
-mod cluster;
+mod cross_tenant;
 mod devices;
 pub mod keys;
 mod migrate;
@@ -21,24 +25,28 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use thiserror::Error;
-use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
 use crate::domain::{DeviceId, TenantId};
 
-pub use cluster::{APP_ROLE, Cluster, ClusterError, ClusterOptions};
-pub use devices::DeviceChange;
+pub use devices::{DeviceChange, Link};
 pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener};
 pub use tenants::{Credential, TenantSummary};
 pub use webhooks::{
-    DeliveryPage, DeliveryRecord, DeliveryStatus, Endpoint, EndpointPatch, NewEndpoint,
-    RetryRefusal,
+    DeliveryPage, DeliveryRecord, DeliveryStatus, DeviceFilterChange, Endpoint, EndpointPatch,
+    NewEndpoint, RetryRefusal,
 };
 
 /// Connections the pool keeps at most.
 const POOL_SIZE: usize = 16;
 
 /// A handle on the database; cheap to clone, all clones share one pool.
+///
+/// Its own methods are the operations not scoped to one tenant (start-up, the admin API,
+/// authentication, public QR images, the webhook dispatcher); everything else goes through
+/// [`Store::tenant`].
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
@@ -118,9 +126,7 @@ pub enum StoreError {
         device_id: DeviceId,
     },
     /// The tenant has no webhook endpoint with that id.
-    #[error(
-        "webhook endpoint {endpoint} does not exist in tenant {tenant}: list them with GET /webhooks"
-    )]
+    #[error("webhook endpoint {endpoint} does not exist in tenant {tenant}")]
     EndpointNotFound {
         /// The tenant.
         tenant: TenantId,
@@ -162,11 +168,23 @@ impl StoreError {
             source,
         }
     }
+
+    /// `self`, or what `name` makes of a failed statement's answer when it has a better name
+    /// for it (a taken name, a missing tenant); the few callers that expect such answers use
+    /// this, every other failure stays [`StoreError::Database`].
+    fn refine(self, name: impl FnOnce(&tokio_postgres::Error) -> Option<StoreError>) -> Self {
+        if let Self::Database { source, .. } = &self
+            && let Some(named) = name(source)
+        {
+            return named;
+        }
+        self
+    }
 }
 
 /// tokio-postgres's `Display` names only the kind of error ("db error"); the server's message is
-/// in the source.
-fn describe(e: &tokio_postgres::Error) -> String {
+/// in the source. The embedded cluster's errors use it too.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => match e.source() {
@@ -229,4 +247,137 @@ impl Store {
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(StoreError::Pool)
     }
+
+    /// The operations on `tenant`'s data, every one scoped to it.
+    pub fn tenant(&self, tenant: TenantId) -> TenantStore<'_> {
+        TenantStore {
+            store: self,
+            tenant,
+        }
+    }
+
+    /// Runs one statement on a pooled connection and returns the rows it changed; a failure
+    /// says it was `doing` this.
+    async fn execute(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<u64, StoreError> {
+        self.client()
+            .await?
+            .execute(sql, params)
+            .await
+            .map_err(|e| StoreError::db(doing, e))
+    }
+
+    /// Runs one query on a pooled connection and returns its rows.
+    async fn query(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>, StoreError> {
+        self.client()
+            .await?
+            .query(sql, params)
+            .await
+            .map_err(|e| StoreError::db(doing, e))
+    }
+
+    /// Runs one query that yields at most one row.
+    async fn query_opt(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<Row>, StoreError> {
+        self.client()
+            .await?
+            .query_opt(sql, params)
+            .await
+            .map_err(|e| StoreError::db(doing, e))
+    }
+
+    /// Runs one query that yields exactly one row.
+    async fn query_one(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Row, StoreError> {
+        self.client()
+            .await?
+            .query_one(sql, params)
+            .await
+            .map_err(|e| StoreError::db(doing, e))
+    }
+}
+
+/// A statement's parameters.
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// A transaction that names what it is doing in every failure.
+struct Tx<'c> {
+    tx: deadpool_postgres::Transaction<'c>,
+    doing: String,
+}
+
+impl<'c> Tx<'c> {
+    /// Opens a transaction on `client` for `doing`.
+    async fn begin(
+        client: &'c mut deadpool_postgres::Client,
+        doing: String,
+    ) -> Result<Tx<'c>, StoreError> {
+        match client.transaction().await {
+            Ok(tx) => Ok(Tx { tx, doing }),
+            Err(e) => Err(StoreError::db(doing, e)),
+        }
+    }
+
+    fn fail(&self, e: tokio_postgres::Error) -> StoreError {
+        StoreError::db(self.doing.clone(), e)
+    }
+
+    /// Runs one statement and returns the rows it changed.
+    async fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, StoreError> {
+        self.tx.execute(sql, params).await.map_err(|e| self.fail(e))
+    }
+
+    /// Runs one query and returns its rows.
+    async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
+        self.tx.query(sql, params).await.map_err(|e| self.fail(e))
+    }
+
+    /// Runs one query that yields at most one row.
+    async fn query_opt(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, StoreError> {
+        self.tx
+            .query_opt(sql, params)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Runs one query that yields exactly one row.
+    async fn query_one(&self, sql: &str, params: &Params<'_>) -> Result<Row, StoreError> {
+        self.tx
+            .query_one(sql, params)
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Commits; dropping a `Tx` without this rolls it back.
+    async fn commit(self) -> Result<(), StoreError> {
+        let doing = self.doing;
+        self.tx.commit().await.map_err(|e| StoreError::db(doing, e))
+    }
+}
+
+/// The store seen from one tenant: the operations on its devices and their keys and events,
+/// QR images, webhook endpoints and deliveries, and credentials, each scoped to the tenant.
+///
+/// Get one with [`Store::tenant`]; it is a borrow, as cheap to make as to copy.
+#[derive(Debug, Clone, Copy)]
+pub struct TenantStore<'a> {
+    store: &'a Store,
+    tenant: TenantId,
 }

@@ -1,39 +1,33 @@
 //! The PNGs behind `qr_link`: written by the engine under the tenant's device, read publicly by
-//! unguessable id until they expire.
+//! unguessable id until they expire (that read and the purge are in `cross_tenant.rs`).
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Store, StoreError};
-use crate::domain::{DeviceId, TenantId};
+use super::{StoreError, TenantStore};
+use crate::domain::DeviceId;
 
-impl Store {
+impl TenantStore<'_> {
     /// Stores a QR image of the tenant's device `id`, served until `expires_at`; returns the
     /// image's id.
     pub async fn put_qr_image(
         &self,
-        tenant: TenantId,
         id: &DeviceId,
         png: Vec<u8>,
         expires_at: DateTime<Utc>,
     ) -> Result<Uuid, StoreError> {
+        let tenant = self.tenant;
         let image = Uuid::new_v4();
         let inserted = self
-            .client()
-            .await?
+            .store
             .execute(
+                &format!("store a QR image of device `{id}` of tenant {tenant}"),
                 "INSERT INTO qr_images (id, device_internal_id, png, expires_at)
                  SELECT $1, internal_id, $4, $5 FROM devices
                  WHERE tenant_id = $2 AND device_id = $3",
                 &[&image, &tenant.0, &id.as_str(), &png, &expires_at],
             )
-            .await
-            .map_err(|e| {
-                StoreError::db(
-                    format!("store a QR image of device `{id}` of tenant {tenant}"),
-                    e,
-                )
-            })?;
+            .await?;
         if inserted == 0 {
             return Err(StoreError::DeviceNotFound {
                 tenant,
@@ -41,28 +35,5 @@ impl Store {
             });
         }
         Ok(image)
-    }
-
-    /// The PNG with this id, unless it expired. Not tenant-scoped: the id is the secret.
-    pub async fn qr_image(&self, image: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT png FROM qr_images WHERE id = $1 AND expires_at > now()",
-                &[&image],
-            )
-            .await
-            .map_err(|e| StoreError::db(format!("read QR image {image}"), e))?
-            .map(|row| row.get(0)))
-    }
-
-    /// Deletes expired QR images; returns how many.
-    pub async fn purge_expired_qr_images(&self) -> Result<u64, StoreError> {
-        self.client()
-            .await?
-            .execute("DELETE FROM qr_images WHERE expires_at <= now()", &[])
-            .await
-            .map_err(|e| StoreError::db("delete expired QR images", e))
     }
 }

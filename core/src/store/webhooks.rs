@@ -1,4 +1,5 @@
-//! Webhook endpoints and their delivery log, always addressed through the tenant.
+//! Webhook endpoints and their delivery log, always addressed through the tenant's
+//! [`TenantStore`].
 //!
 //! The store trusts what it is given: URLs, event names and device ids are checked by
 //! [`crate::webhooks`] before they get here.
@@ -10,8 +11,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::outbox::insert_events;
-use super::{Store, StoreError};
-use crate::domain::TenantId;
+use super::{StoreError, TenantStore, Tx, is_missing_reference};
 use crate::events::{NewEvent, WireEvent};
 
 /// The columns [`endpoint`] reads, in order.
@@ -59,6 +59,18 @@ pub struct NewEndpoint {
     pub device_ids: Option<Vec<String>>,
 }
 
+/// What an update does to an endpoint's device filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DeviceFilterChange {
+    /// The filter stays as it is.
+    #[default]
+    Keep,
+    /// The filter goes: the endpoint receives the events of every device.
+    AllDevices,
+    /// The endpoint receives the events of these devices only.
+    Only(Vec<String>),
+}
+
 /// Changes to an endpoint, already checked; `None` leaves a field alone.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointPatch {
@@ -68,8 +80,8 @@ pub struct EndpointPatch {
     pub description: Option<String>,
     /// New event types.
     pub events: Option<Vec<String>>,
-    /// A new device filter; `Some(None)` removes it.
-    pub device_ids: Option<Option<Vec<String>>>,
+    /// What happens to the device filter.
+    pub device_ids: DeviceFilterChange,
     /// Enables or disables deliveries; enabling clears the reason it was disabled.
     pub enabled: Option<bool>,
 }
@@ -194,18 +206,18 @@ fn delivery(row: &Row) -> Result<DeliveryRecord, StoreError> {
     })
 }
 
-impl Store {
+impl TenantStore<'_> {
     /// Creates an endpoint of the tenant signing with `secret`.
     pub async fn create_endpoint(
         &self,
-        tenant: TenantId,
         new: &NewEndpoint,
         secret: &str,
     ) -> Result<Endpoint, StoreError> {
+        let tenant = self.tenant;
         let row = self
-            .client()
-            .await?
+            .store
             .query_one(
+                &format!("create a webhook endpoint in tenant {tenant}"),
                 &format!(
                     "INSERT INTO webhook_endpoints (id, tenant_id, url, description, events,
                         device_ids, secret)
@@ -223,52 +235,44 @@ impl Store {
             )
             .await
             .map_err(|e| {
-                if super::is_missing_reference(&e) {
-                    StoreError::TenantNotFound(tenant)
-                } else {
-                    StoreError::db(format!("create a webhook endpoint in tenant {tenant}"), e)
-                }
+                e.refine(|e| is_missing_reference(e).then_some(StoreError::TenantNotFound(tenant)))
             })?;
         Ok(endpoint(&row))
     }
 
     /// The tenant's endpoints, oldest first.
-    pub async fn list_endpoints(&self, tenant: TenantId) -> Result<Vec<Endpoint>, StoreError> {
+    pub async fn list_endpoints(&self) -> Result<Vec<Endpoint>, StoreError> {
+        let tenant = self.tenant;
         Ok(self
-            .client()
-            .await?
+            .store
             .query(
+                &format!("list the webhooks of tenant {tenant}"),
                 &format!(
                     "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = $1
                      ORDER BY created_at, id"
                 ),
                 &[&tenant.0],
             )
-            .await
-            .map_err(|e| StoreError::db(format!("list the webhooks of tenant {tenant}"), e))?
+            .await?
             .iter()
             .map(endpoint)
             .collect())
     }
 
     /// The tenant's endpoint `id`, if it has one.
-    pub async fn find_endpoint(
-        &self,
-        tenant: TenantId,
-        id: Uuid,
-    ) -> Result<Option<Endpoint>, StoreError> {
+    pub async fn find_endpoint(&self, id: Uuid) -> Result<Option<Endpoint>, StoreError> {
+        let tenant = self.tenant;
         Ok(self
-            .client()
-            .await?
+            .store
             .query_opt(
+                &format!("read webhook {id} of tenant {tenant}"),
                 &format!(
                     "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints
                      WHERE tenant_id = $1 AND id = $2"
                 ),
                 &[&tenant.0, &id],
             )
-            .await
-            .map_err(|e| StoreError::db(format!("read webhook {id} of tenant {tenant}"), e))?
+            .await?
             .as_ref()
             .map(endpoint))
     }
@@ -276,14 +280,19 @@ impl Store {
     /// Applies `patch` to the tenant's endpoint `id`; `None` if it has none.
     pub async fn update_endpoint(
         &self,
-        tenant: TenantId,
         id: Uuid,
         patch: &EndpointPatch,
     ) -> Result<Option<Endpoint>, StoreError> {
+        let tenant = self.tenant;
+        let (set_devices, devices) = match &patch.device_ids {
+            DeviceFilterChange::Keep => (false, None),
+            DeviceFilterChange::AllDevices => (true, None),
+            DeviceFilterChange::Only(ids) => (true, Some(ids)),
+        };
         Ok(self
-            .client()
-            .await?
+            .store
             .query_opt(
+                &format!("update webhook {id} of tenant {tenant}"),
                 &format!(
                     "UPDATE webhook_endpoints SET
                         url = coalesce($3, url),
@@ -301,28 +310,27 @@ impl Store {
                     &patch.url,
                     &patch.description,
                     &patch.events,
-                    &patch.device_ids.is_some(),
-                    &patch.device_ids.clone().flatten(),
+                    &set_devices,
+                    &devices,
                     &patch.enabled,
                 ],
             )
-            .await
-            .map_err(|e| StoreError::db(format!("update webhook {id} of tenant {tenant}"), e))?
+            .await?
             .as_ref()
             .map(endpoint))
     }
 
     /// Deletes the tenant's endpoint `id` and its delivery log; false if it had none.
-    pub async fn delete_endpoint(&self, tenant: TenantId, id: Uuid) -> Result<bool, StoreError> {
+    pub async fn delete_endpoint(&self, id: Uuid) -> Result<bool, StoreError> {
+        let tenant = self.tenant;
         let deleted = self
-            .client()
-            .await?
+            .store
             .execute(
+                &format!("delete webhook {id} of tenant {tenant}"),
                 "DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2",
                 &[&tenant.0, &id],
             )
-            .await
-            .map_err(|e| StoreError::db(format!("delete webhook {id} of tenant {tenant}"), e))?;
+            .await?;
         Ok(deleted > 0)
     }
 
@@ -330,16 +338,16 @@ impl Store {
     /// `grace`. `None` if the tenant has no such endpoint.
     pub async fn rotate_endpoint_secret(
         &self,
-        tenant: TenantId,
         id: Uuid,
         secret: &str,
         grace: Duration,
     ) -> Result<Option<Endpoint>, StoreError> {
+        let tenant = self.tenant;
         let grace_ms = grace.as_millis() as f64;
         Ok(self
-            .client()
-            .await?
+            .store
             .query_opt(
+                &format!("rotate the secret of webhook {id} of tenant {tenant}"),
                 &format!(
                     "UPDATE webhook_endpoints SET previous_secret = secret, secret = $3,
                         previous_secret_until = now() + $4 * interval '1 millisecond',
@@ -348,37 +356,27 @@ impl Store {
                 ),
                 &[&tenant.0, &id, &secret, &grace_ms],
             )
-            .await
-            .map_err(|e| {
-                StoreError::db(
-                    format!("rotate the secret of webhook {id} of tenant {tenant}"),
-                    e,
-                )
-            })?
+            .await?
             .as_ref()
             .map(endpoint))
     }
 
     /// Queues a `ping` event for the tenant's endpoint `id` alone (whatever its filters);
     /// returns the event and its delivery, `None` if the tenant has no such endpoint.
-    pub async fn ping_endpoint(
-        &self,
-        tenant: TenantId,
-        id: Uuid,
-    ) -> Result<Option<(WireEvent, Uuid)>, StoreError> {
-        let doing = || format!("queue a test event for webhook {id} of tenant {tenant}");
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?;
+    pub async fn ping_endpoint(&self, id: Uuid) -> Result<Option<(WireEvent, Uuid)>, StoreError> {
+        let tenant = self.tenant;
+        let mut client = self.store.client().await?;
+        let tx = Tx::begin(
+            &mut client,
+            format!("queue a test event for webhook {id} of tenant {tenant}"),
+        )
+        .await?;
         let exists = tx
             .query_opt(
                 "SELECT 1 FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2",
                 &[&tenant.0, &id],
             )
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?
+            .await?
             .is_some();
         if !exists {
             return Ok(None);
@@ -393,18 +391,15 @@ impl Store {
             occurred_at: Utc::now(),
             data: ping.data,
         };
-        insert_events(&tx, tenant, None, &[(event.clone(), None)], Some(id))
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?;
+        insert_events(&tx, tenant, None, &[(event.clone(), None)], Some(id)).await?;
         let delivery: Uuid = tx
             .query_one(
                 "SELECT id FROM webhook_deliveries WHERE event_id = $1",
                 &[&event.id],
             )
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?
+            .await?
             .get(0);
-        tx.commit().await.map_err(|e| StoreError::db(doing(), e))?;
+        tx.commit().await?;
         Ok(Some((event, delivery)))
     }
 
@@ -412,27 +407,29 @@ impl Store {
     /// `status`, when given) older than delivery `before`, when given.
     pub async fn list_deliveries(
         &self,
-        tenant: TenantId,
         endpoint: Uuid,
         status: Option<DeliveryStatus>,
         limit: usize,
         before: Option<Uuid>,
     ) -> Result<DeliveryPage, StoreError> {
-        let client = self.client().await?;
-        let doing = || format!("list the deliveries of webhook {endpoint} of tenant {tenant}");
-        let owned = client
+        let tenant = self.tenant;
+        let doing = format!("list the deliveries of webhook {endpoint} of tenant {tenant}");
+        let owned = self
+            .store
             .query_opt(
+                &doing,
                 "SELECT 1 FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2",
                 &[&tenant.0, &endpoint],
             )
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?
+            .await?
             .is_some();
         if !owned {
             return Err(StoreError::EndpointNotFound { tenant, endpoint });
         }
-        let rows = client
+        let rows = self
+            .store
             .query(
+                &doing,
                 &format!(
                     "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
                      JOIN events e ON e.id = d.event_id
@@ -451,8 +448,7 @@ impl Store {
                     &(limit as i64 + 1),
                 ],
             )
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?;
+            .await?;
         let mut deliveries = rows.iter().map(delivery).collect::<Result<Vec<_>, _>>()?;
         let next_before = if deliveries.len() > limit {
             deliveries.truncate(limit);
@@ -470,14 +466,15 @@ impl Store {
     /// again with the same `webhook-id`, a dead one gets one more attempt.
     pub async fn retry_delivery(
         &self,
-        tenant: TenantId,
         endpoint: Uuid,
         id: Uuid,
     ) -> Result<Result<DeliveryRecord, RetryRefusal>, StoreError> {
-        let client = self.client().await?;
-        let doing = || format!("retry delivery {id} of webhook {endpoint} of tenant {tenant}");
-        let row = client
+        let tenant = self.tenant;
+        let doing = format!("retry delivery {id} of webhook {endpoint} of tenant {tenant}");
+        let row = self
+            .store
             .query_opt(
+                &doing,
                 &format!(
                     "WITH target AS (
                         SELECT d.id, d.expires_at FROM webhook_deliveries d
@@ -499,8 +496,7 @@ impl Store {
                 ),
                 &[&tenant.0, &endpoint, &id],
             )
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?;
+            .await?;
         let (found, retried): (i64, i64) = row.map(|r| (r.get(0), r.get(1))).unwrap_or((0, 0));
         if found == 0 {
             return Ok(Err(RetryRefusal::NotFound));
@@ -508,16 +504,17 @@ impl Store {
         if retried == 0 {
             return Ok(Err(RetryRefusal::Expired));
         }
-        let row = client
+        let row = self
+            .store
             .query_one(
+                &doing,
                 &format!(
                     "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d
                      JOIN events e ON e.id = d.event_id WHERE d.id = $1"
                 ),
                 &[&id],
             )
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?;
+            .await?;
         Ok(Ok(delivery(&row)?))
     }
 }

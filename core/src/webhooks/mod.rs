@@ -2,11 +2,12 @@
 //! delivery log.
 //!
 //! Events reach the outbox in the transaction of the state change that causes them
-//! ([`crate::store::Store::record_events`]); the [`Dispatcher`] delivers them from there, so a
+//! ([`crate::store::TenantStore::record_events`]); the [`Dispatcher`] delivers them from there, so a
 //! restart loses nothing. [`Webhooks`] is what the API calls: it checks input before anything is
 //! stored.
 
 mod address;
+mod attempt;
 mod dispatcher;
 mod schedule;
 pub mod signature;
@@ -22,8 +23,8 @@ use crate::domain::{DeviceId, TenantId};
 use crate::events::WireEvent;
 use crate::events::wire::EVENT_TYPES;
 use crate::store::{
-    DeliveryPage, DeliveryRecord, DeliveryStatus, Endpoint, EndpointPatch, NewEndpoint,
-    RetryRefusal, Store, StoreError,
+    DeliveryPage, DeliveryRecord, DeliveryStatus, DeviceFilterChange, Endpoint, EndpointPatch,
+    NewEndpoint, RetryRefusal, Store, StoreError,
 };
 
 pub use address::{PublicResolver, check_literal, check_url, is_public};
@@ -105,12 +106,10 @@ pub enum WebhookError {
     #[error("{0}")]
     Invalid(String),
     /// The tenant has no such endpoint.
-    #[error("webhook {0} not found: list your webhooks with GET /webhooks")]
+    #[error("webhook {0} not found")]
     EndpointNotFound(Uuid),
     /// The endpoint has no such delivery.
-    #[error(
-        "delivery {delivery} of webhook {endpoint} not found: list them with GET /webhooks/{endpoint}/deliveries"
-    )]
+    #[error("delivery {delivery} of webhook {endpoint} not found")]
     DeliveryNotFound {
         /// The endpoint.
         endpoint: Uuid,
@@ -118,9 +117,7 @@ pub enum WebhookError {
         delivery: Uuid,
     },
     /// The delivery's event has expired.
-    #[error(
-        "delivery {0} carries a QR code that has expired: it is not sent again; request a new code with GET /devices/{{device_id}}/login"
-    )]
+    #[error("delivery {0} carries a QR code that has expired: it is not sent again")]
     DeliveryExpired(Uuid),
     /// The HTTP client that delivers webhooks could not be built.
     #[error("the webhook delivery client could not be built: {0}")]
@@ -150,8 +147,8 @@ pub struct EndpointChanges {
     pub url: Option<String>,
     /// New event types.
     pub events: Option<Vec<String>>,
-    /// A new device filter; `Some(None)` removes it.
-    pub device_ids: Option<Option<Vec<String>>>,
+    /// What happens to the device filter.
+    pub device_ids: DeviceFilterChange,
     /// A new label.
     pub description: Option<String>,
     /// Enables or disables deliveries.
@@ -192,19 +189,24 @@ impl Webhooks {
             url: self.check_url(&input.url).await?,
         };
         let secret = signature::generate_secret();
-        let endpoint = self.store.create_endpoint(tenant, &new, &secret).await?;
+        let endpoint = self
+            .store
+            .tenant(tenant)
+            .create_endpoint(&new, &secret)
+            .await?;
         Ok((endpoint, secret))
     }
 
     /// The tenant's endpoints.
     pub async fn list(&self, tenant: TenantId) -> Result<Vec<Endpoint>, WebhookError> {
-        Ok(self.store.list_endpoints(tenant).await?)
+        Ok(self.store.tenant(tenant).list_endpoints().await?)
     }
 
     /// The tenant's endpoint `id`.
     pub async fn get(&self, tenant: TenantId, id: Uuid) -> Result<Endpoint, WebhookError> {
         self.store
-            .find_endpoint(tenant, id)
+            .tenant(tenant)
+            .find_endpoint(id)
             .await?
             .ok_or(WebhookError::EndpointNotFound(id))
     }
@@ -218,7 +220,10 @@ impl Webhooks {
     ) -> Result<Endpoint, WebhookError> {
         let patch = EndpointPatch {
             events: changes.events.map(check_events).transpose()?,
-            device_ids: changes.device_ids.map(check_devices).transpose()?,
+            device_ids: match changes.device_ids {
+                DeviceFilterChange::Only(ids) => DeviceFilterChange::Only(check_device_list(ids)?),
+                other => other,
+            },
             description: changes.description.map(check_description).transpose()?,
             enabled: changes.enabled,
             url: match changes.url {
@@ -227,14 +232,15 @@ impl Webhooks {
             },
         };
         self.store
-            .update_endpoint(tenant, id, &patch)
+            .tenant(tenant)
+            .update_endpoint(id, &patch)
             .await?
             .ok_or(WebhookError::EndpointNotFound(id))
     }
 
     /// Deletes the tenant's endpoint `id` with its delivery log.
     pub async fn delete(&self, tenant: TenantId, id: Uuid) -> Result<(), WebhookError> {
-        if self.store.delete_endpoint(tenant, id).await? {
+        if self.store.tenant(tenant).delete_endpoint(id).await? {
             Ok(())
         } else {
             Err(WebhookError::EndpointNotFound(id))
@@ -251,7 +257,8 @@ impl Webhooks {
         let secret = signature::generate_secret();
         let endpoint = self
             .store
-            .rotate_endpoint_secret(tenant, id, &secret, self.config.rotation_grace)
+            .tenant(tenant)
+            .rotate_endpoint_secret(id, &secret, self.config.rotation_grace)
             .await?
             .ok_or(WebhookError::EndpointNotFound(id))?;
         Ok((endpoint, secret))
@@ -264,7 +271,8 @@ impl Webhooks {
         id: Uuid,
     ) -> Result<(WireEvent, Uuid), WebhookError> {
         self.store
-            .ping_endpoint(tenant, id)
+            .tenant(tenant)
+            .ping_endpoint(id)
             .await?
             .ok_or(WebhookError::EndpointNotFound(id))
     }
@@ -295,7 +303,8 @@ impl Webhooks {
         }
         match self
             .store
-            .list_deliveries(tenant, id, status, limit as usize, before)
+            .tenant(tenant)
+            .list_deliveries(id, status, limit as usize, before)
             .await
         {
             Err(StoreError::EndpointNotFound { .. }) => Err(WebhookError::EndpointNotFound(id)),
@@ -310,10 +319,11 @@ impl Webhooks {
         id: Uuid,
         delivery: Uuid,
     ) -> Result<DeliveryRecord, WebhookError> {
-        if self.store.find_endpoint(tenant, id).await?.is_none() {
+        let store = self.store.tenant(tenant);
+        if store.find_endpoint(id).await?.is_none() {
             return Err(WebhookError::EndpointNotFound(id));
         }
-        match self.store.retry_delivery(tenant, id, delivery).await? {
+        match store.retry_delivery(id, delivery).await? {
             Ok(record) => Ok(record),
             Err(RetryRefusal::NotFound) => Err(WebhookError::DeliveryNotFound {
                 endpoint: id,
@@ -358,9 +368,10 @@ fn check_events(events: Vec<String>) -> Result<Vec<String>, WebhookError> {
 }
 
 fn check_devices(devices: Option<Vec<String>>) -> Result<Option<Vec<String>>, WebhookError> {
-    let Some(devices) = devices else {
-        return Ok(None);
-    };
+    devices.map(check_device_list).transpose()
+}
+
+fn check_device_list(devices: Vec<String>) -> Result<Vec<String>, WebhookError> {
     if devices.is_empty() {
         return Err(WebhookError::Invalid(
             "device_ids is empty: name at least one device, or leave it out for every device"
@@ -380,7 +391,7 @@ fn check_devices(devices: Option<Vec<String>>) -> Result<Option<Vec<String>>, We
             checked.push(id.to_string());
         }
     }
-    Ok(Some(checked))
+    Ok(checked)
 }
 
 fn check_description(description: String) -> Result<String, WebhookError> {

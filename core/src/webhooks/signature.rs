@@ -1,9 +1,9 @@
 //! Webhook signatures: Standard Webhooks (`webhook-id`, `webhook-timestamp`,
-//! `webhook-signature`) and the Go gateway's `X-Hub-Signature-256`.
+//! `webhook-signature`) and the GitHub-style `X-Hub-Signature-256`.
 //!
 //! A secret is `whsec_` followed by base64 of 32 random bytes. Standard Webhooks signs
 //! `{id}.{timestamp}.{body}` with the decoded bytes; `X-Hub-Signature-256` signs the raw body with
-//! the secret string as shown, which is what the Go gateway's consumers configure.
+//! the secret string as shown, which is what consumers of GitHub-style signatures configure.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

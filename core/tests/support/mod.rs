@@ -4,8 +4,9 @@
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
+use wagate_core::cluster::{APP_ROLE, Cluster, ClusterOptions};
 use wagate_core::domain::{DeviceId, Tenant};
-use wagate_core::store::{APP_ROLE, Cluster, ClusterOptions, Store};
+use wagate_core::store::Store;
 
 /// The server the tests' databases live on.
 struct Server {

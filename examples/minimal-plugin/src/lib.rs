@@ -2,6 +2,8 @@
 //! type through the gateway's log. Copy this directory, rename the package, and put your own
 //! logic in `on_event`.
 
+#![deny(unsafe_code)]
+
 use wagate_plugin::{Host, Plugin, export_plugin};
 
 /// The plugin's state; the gateway calls it from one thread, so plain fields are enough.

@@ -3,6 +3,8 @@
 //! `WAGATE_WEBHOOK_SECRET` is the endpoint's `whsec_` secret; `RECEIVER_LISTEN` the address to
 //! listen on (default `127.0.0.1:8090`).
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 

@@ -12,6 +12,8 @@
 //!   "publish_timeout_ms": 5000, "retry_for_ms": 60000}`.
 //! With `"stream": null` the plugin does not create a stream; one must capture the subjects.
 
+#![deny(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage, stream};

@@ -4,6 +4,8 @@
 //!
 //! Config (optional): `{"quiet_zone": true}` keeps the white border some phone cameras need.
 
+#![deny(unsafe_code)]
+
 use std::io::Write;
 
 use qrcode::QrCode;

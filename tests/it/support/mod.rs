@@ -4,17 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use poem::listener::{Acceptor, Listener, TcpListener};
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::task::JoinHandle;
+use wagate::{Config, Database, Running};
 use wagate_core::domain::{DeviceId, DeviceState, TenantId};
-use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
-use wagate_core::events::{EngineEventKind, EventBus, NewEvent, WireEvent};
-use wagate_core::plugins::{PluginHost, PluginSpec};
+use wagate_core::engine::{DeviceManager, WhatsAppEndpoint};
+use wagate_core::events::{EngineEventKind, NewEvent};
+use wagate_core::plugins::PluginSpec;
 use wagate_core::store::Store;
-use wagate_core::webhooks::{Dispatcher, RetrySchedule, WebhookConfig, Webhooks};
-use wagate_openapi::{AdminCredential, ApiState};
+use wagate_core::webhooks::{RetrySchedule, WebhookConfig};
+use wagate_openapi::AdminCredential;
 use wagate_sandbox::{Sandbox, SandboxConfig};
 
 // The store's test-database helpers are shared with wagate-core's own tests.
@@ -63,7 +62,8 @@ impl Default for Options {
     }
 }
 
-/// A gateway serving on 127.0.0.1, on its own database, linked to its own sandbox.
+/// A gateway serving on 127.0.0.1, on its own database, linked to its own sandbox: started by
+/// [`wagate::start`], as the binary starts it.
 pub struct Gateway {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
@@ -73,24 +73,9 @@ pub struct Gateway {
     pub store: Store,
     /// Its engine.
     pub manager: Arc<DeviceManager>,
-    /// After [`Gateway::restart`]: every engine event since the restore began.
-    pub restore_events: Option<tokio::sync::broadcast::Receiver<WireEvent>>,
-    /// Its webhook dispatcher; dropping it stops deliveries as a crash would.
-    pub dispatcher: Option<Dispatcher>,
-    /// Its plugins, held so their threads and feeder live as long as the gateway.
-    _plugins: PluginHost,
+    running: Running,
     database_url: String,
     options: Options,
-    server: ServerTask,
-}
-
-/// The task serving HTTP; it stops when dropped.
-struct ServerTask(JoinHandle<()>);
-
-impl Drop for ServerTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl Gateway {
@@ -112,104 +97,90 @@ impl Gateway {
         Self::launch(sandbox, database_url, options).await
     }
 
-    /// Stops this gateway as a process exit would (nothing logged out) and starts a new one on
-    /// the same database and sandbox, which restores the linked devices.
+    /// Shuts this gateway down (nothing is logged out) and starts a new one on the same
+    /// database and sandbox, which restores the linked devices.
     pub async fn restart(self) -> Self {
         let Gateway {
             sandbox,
-            manager,
+            running,
             database_url,
             options,
-            server,
-            dispatcher,
             ..
         } = self;
-        drop(server);
-        drop(dispatcher);
-        manager.shutdown().await;
-        drop(manager);
-        let mut gateway = Self::launch(sandbox, database_url, options).await;
-        gateway.restore_events = Some(gateway.manager.events().subscribe());
-        let restoring = Arc::clone(&gateway.manager);
-        tokio::spawn(async move { restoring.restore().await });
-        gateway
+        running.stop().await.expect("the gateway stops");
+        Self::launch(sandbox, database_url, options).await
     }
 
     async fn launch(sandbox: Sandbox, database_url: String, options: Options) -> Self {
-        let acceptor = TcpListener::bind("127.0.0.1:0")
-            .into_acceptor()
-            .await
-            .expect("a free port");
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .expect("a TCP address");
-        let base = format!("http://{addr}");
-        let store = Store::connect(&database_url).await.expect("store");
-        let webhook_config = WebhookConfig {
-            allow_private: options.webhook_allow_private,
-            retry_schedule: RetrySchedule::parse(options.webhook_retry_schedule)
-                .expect("a retry schedule"),
-            timeout: Duration::from_secs(2),
-            ..WebhookConfig::default()
-        };
-        let dispatcher = Dispatcher::start(store.clone(), webhook_config.clone())
-            .await
-            .expect("the dispatcher starts");
-        let mut plugins = PluginHost::load(&options.plugins).expect("the plugins load");
-        let bus = EventBus::new();
-        plugins.start(&bus);
-        let manager = Arc::new(DeviceManager::new(
-            store.clone(),
-            bus,
-            EngineConfig {
-                endpoint: WhatsAppEndpoint::Sandbox {
-                    url: sandbox.ws_url(),
-                    time_scale: options.time_scale,
-                },
-                login_timeout: options.login_timeout,
-                public_url: base.clone(),
-                ..EngineConfig::default()
-            },
-            reqwest::Client::new(),
-        ));
-        let app = wagate_openapi::app(ApiState {
-            manager: Arc::clone(&manager),
-            webhooks: Webhooks::new(store.clone(), webhook_config),
-            plugins: plugins.counters(),
+        let running = wagate::start(Config {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            database: Database::Url(database_url.clone()),
             public_url: None,
+            default_tenant: Vec::new(),
             admin: options
                 .admin
                 .and_then(|(user, pass)| AdminCredential::new([(user.into(), pass.into())])),
-        });
-        let server = ServerTask(tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        }));
+            login_timeout: options.login_timeout,
+            webhooks: WebhookConfig {
+                allow_private: options.webhook_allow_private,
+                retry_schedule: RetrySchedule::parse(options.webhook_retry_schedule)
+                    .expect("a retry schedule"),
+                timeout: Duration::from_secs(2),
+                ..WebhookConfig::default()
+            },
+            plugins: options.plugins.clone(),
+            whatsapp: WhatsAppEndpoint::Sandbox {
+                url: sandbox.ws_url(),
+                time_scale: options.time_scale,
+            },
+            #[cfg(feature = "sandbox")]
+            sandbox_control: sandbox.http_url(),
+        })
+        .await
+        .expect("the gateway starts");
+        let manager = Arc::clone(running.manager());
         let gateway = Self {
-            base,
+            base: format!("http://{}", running.local_addr()),
             sandbox,
-            store,
+            store: manager.store().clone(),
             manager,
-            restore_events: None,
-            dispatcher: Some(dispatcher),
-            _plugins: plugins,
+            running,
             database_url,
             options,
-            server,
         };
-        gateway.wait_until_serving().await;
+        // `start` returns with the listener bound: requests wait for the server, never fail.
         gateway
     }
 
-    async fn wait_until_serving(&self) {
-        for _ in 0..100 {
-            if reqwest::get(format!("{}/health", self.base)).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the gateway did not start serving");
+    /// A connection to its database, to look behind the store; it closes when dropped.
+    async fn sql(&self) -> tokio_postgres::Client {
+        let (client, connection) =
+            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
+                .await
+                .expect("the test database accepts connections");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// The events recorded for `device` of `tenant`, oldest first, as `(type, data)`.
+    pub async fn recorded_events(&self, tenant: TenantId, device: &str) -> Vec<(String, Value)> {
+        let client = self.sql().await;
+        let rows = client
+            .query(
+                "SELECT body FROM events WHERE tenant_id = $1 AND device_id = $2 ORDER BY seq",
+                &[&tenant.0, &device],
+            )
+            .await
+            .expect("events");
+        rows.iter()
+            .map(|row| {
+                let body: Value = serde_json::from_str(row.get::<_, &str>(0)).expect("JSON");
+                (
+                    body["type"].as_str().unwrap_or_default().to_string(),
+                    body["data"].clone(),
+                )
+            })
+            .collect()
     }
 
     /// Rows of whatsapp-rust key material stored for a device, over every key table.
@@ -231,17 +202,14 @@ impl Gateway {
         let id = DeviceId::parse(device).expect("device id");
         let Some(internal) = self
             .store
-            .device_internal_id(tenant, &id)
+            .tenant(tenant)
+            .device_internal_id(&id)
             .await
             .expect("lookup")
         else {
             return 0;
         };
-        let (client, connection) =
-            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-        let connection = tokio::spawn(connection);
+        let client = self.sql().await;
         let tables = client
             .query(
                 "SELECT table_name FROM information_schema.columns
@@ -263,19 +231,13 @@ impl Gateway {
                 .get(0);
             total += value;
         }
-        drop(client);
-        let _ = connection.await;
         total
     }
 
     /// Rows stored for `tenant`, by table: every table with a `tenant_id` column, and the
     /// webhook deliveries of its endpoints. Tables without rows are left out.
     pub async fn tenant_rows(&self, tenant: TenantId) -> Vec<(String, i64)> {
-        let (client, connection) =
-            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
-                .await
-                .expect("connect");
-        let connection = tokio::spawn(connection);
+        let client = self.sql().await;
         let tables = client
             .query(
                 "SELECT table_name FROM information_schema.columns
@@ -310,8 +272,6 @@ impl Gateway {
                 found.push((table, n));
             }
         }
-        drop(client);
-        let _ = connection.await;
         found
     }
 
@@ -386,6 +346,15 @@ impl Answer {
     /// The envelope's `code`.
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or_default()
+    }
+
+    /// The seconds of its `Retry-After` header.
+    pub fn retry_after(&self) -> u64 {
+        self.headers["retry-after"]
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no Retry-After in seconds: {:?}", self.headers))
     }
 }
 
@@ -505,15 +474,30 @@ impl Api {
 
     /// Polls the device until its state is `state`.
     pub async fn wait_state(&self, device: &str, state: &str) {
-        let mut seen = Value::Null;
-        for _ in 0..300 {
-            seen = self.get(&format!("/devices/{device}")).await.body["results"]["state"].clone();
-            if seen == state {
-                return;
+        eventually(&format!("device {device} reaching {state}"), || async {
+            let seen =
+                self.get(&format!("/devices/{device}")).await.body["results"]["state"].clone();
+            if seen == state { Ok(()) } else { Err(seen) }
+        })
+        .await
+    }
+}
+
+/// Runs `probe` every 50 ms until it answers `Ok`, for up to 30 s, and returns what it found;
+/// panics saying `what` did not happen, with the last thing `probe` saw.
+pub async fn eventually<T, Seen: std::fmt::Debug, Probe: Future<Output = Result<T, Seen>>>(
+    what: &str,
+    mut probe: impl FnMut() -> Probe,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match probe().await {
+            Ok(found) => return found,
+            Err(seen) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what} did not happen within 30 s; last seen: {seen:?}")
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-        panic!("device {device} did not reach {state} within 30 s; it is {seen}");
     }
 }
 
@@ -524,7 +508,7 @@ pub fn state_changes(n: usize) -> Vec<NewEvent> {
         from: DeviceState::Disconnected,
         to: DeviceState::Connecting,
     };
-    (0..n).map(|_| NewEvent::from_kind(&kind, "")).collect()
+    (0..n).map(|_| NewEvent::from_kind(&kind)).collect()
 }
 
 /// Builds the workspace's plugin `package` (a cdylib) in its own target directory, so it can

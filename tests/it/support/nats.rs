@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 /// A running (or stopped) nats-server; killed and its directory removed when dropped.
 pub struct NatsServer {
@@ -57,13 +56,11 @@ impl NatsServer {
             .spawn()
             .expect("nats-server starts");
         self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(self.addr).await.is_ok() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("nats-server did not listen on {}", self.addr);
+        let addr = self.addr;
+        super::eventually(&format!("nats-server listening on {addr}"), || async move {
+            tokio::net::TcpStream::connect(addr).await.map(drop)
+        })
+        .await;
     }
 
     /// Kills the server; its store stays for [`NatsServer::resume`].

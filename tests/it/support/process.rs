@@ -5,7 +5,6 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// `wagate serve --sandbox` on a free port; killed when dropped.
 pub struct Wagate {
@@ -63,22 +62,14 @@ impl Wagate {
 
     /// Waits up to 10 s for a printed line that contains `needle`.
     pub async fn wait_for_line(&self, needle: &str) -> String {
-        for _ in 0..100 {
-            if let Some(line) = self
-                .output
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
-                return line.clone();
+        let printed = || async {
+            let output = self.output.lock().unwrap();
+            match output.iter().find(|l| l.contains(needle)) {
+                Some(line) => Ok(line.clone()),
+                None => Err(output.clone()),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "wagate printed no line with `{needle}`; it printed: {:?}",
-            self.output.lock().unwrap()
-        );
+        };
+        super::eventually(&format!("wagate printing `{needle}`"), printed).await
     }
 
     /// SIGTERM, then waits for the process to end: a graceful shutdown.

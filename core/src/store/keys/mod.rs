@@ -26,13 +26,13 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 use whatsapp_rust::wacore::store::error::StoreError as WaStoreError;
 
-use super::{Store, StoreError};
-use crate::domain::{DeviceId, TenantId};
+use super::{StoreError, TenantStore, Tx};
+use crate::domain::DeviceId;
 
 /// The library's result type, which every trait method returns.
 type WaResult<T> = Result<T, WaStoreError>;
 
-/// Every table holding a device's key material; [`Store::wipe_keys`] empties them all.
+/// Every table holding a device's key material; [`delete_key_rows`] empties them all.
 const TABLES: &[&str] = &[
     "wa_identities",
     "wa_sessions",
@@ -57,7 +57,7 @@ const TABLES: &[&str] = &[
 /// whatsapp-rust's storage backend for one device, on the shared PostgreSQL pool.
 ///
 /// Cheap to clone; clones share the pool and address the same device. Get one with
-/// [`Store::key_store`].
+/// [`TenantStore::key_store`].
 #[derive(Clone)]
 pub struct PgBackend {
     pool: Pool,
@@ -202,61 +202,31 @@ fn merge_duplicates<K: Eq + Hash + Clone, V>(
         .collect()
 }
 
-impl Store {
+impl TenantStore<'_> {
     /// whatsapp-rust's storage backend for the tenant's device `id`; `None` if the tenant has no
     /// such device.
     ///
     /// The backend stays bound to the device's row: once the device is deleted its key rows are
     /// gone with it and writes through the backend fail.
-    pub async fn key_store(
-        &self,
-        tenant: TenantId,
-        id: &DeviceId,
-    ) -> Result<Option<PgBackend>, StoreError> {
-        Ok(self
-            .device_internal_id(tenant, id)
-            .await?
-            .map(|device| PgBackend {
-                pool: self.pool.clone(),
-                device,
-            }))
+    pub async fn key_store(&self, id: &DeviceId) -> Result<Option<PgBackend>, StoreError> {
+        Ok(self.device_internal_id(id).await?.map(|device| PgBackend {
+            pool: self.store.pool.clone(),
+            device,
+        }))
     }
+}
 
-    /// Deletes every key row of the tenant's device `id` (Signal keys and sessions, app-state
-    /// keys, protocol bookkeeping, message secrets, the device blob), keeping the device slot
-    /// itself; false if the tenant has no such device.
-    ///
-    /// For logout and unlink: the next login starts from a fresh identity. All tables are
-    /// emptied in one transaction, so a failure leaves the keys whole rather than half gone.
-    pub async fn wipe_keys(&self, tenant: TenantId, id: &DeviceId) -> Result<bool, StoreError> {
-        let doing = || format!("wipe the keys of device `{id}` of tenant {tenant}");
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?;
-        // Locking the device row makes a concurrent delete of the device wait for the wipe.
-        let Some(row) = tx
-            .query_opt(
-                "SELECT internal_id FROM devices WHERE tenant_id = $1 AND device_id = $2
-                 FOR UPDATE",
-                &[&tenant.0, &id.as_str()],
-            )
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?
-        else {
-            return Ok(false);
-        };
-        let device: i64 = row.get(0);
-        for table in TABLES {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE device_internal_id = $1"),
-                &[&device],
-            )
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?;
-        }
-        tx.commit().await.map_err(|e| StoreError::db(doing(), e))?;
-        Ok(true)
+/// Deletes every key row of device `device` (Signal keys and sessions, app-state keys, protocol
+/// bookkeeping, message secrets, the device blob), keeping the device slot itself: a link ended
+/// and the next login starts from a fresh identity. Inside the caller's transaction, so a
+/// failure leaves the keys whole rather than half gone.
+pub(super) async fn delete_key_rows(tx: &Tx<'_>, device: i64) -> Result<(), StoreError> {
+    for table in TABLES {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE device_internal_id = $1"),
+            &[&device],
+        )
+        .await?;
     }
+    Ok(())
 }

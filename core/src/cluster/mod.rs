@@ -16,16 +16,28 @@
 //!   runs the server, so the next start knows a server it finds running belongs to a dead
 //!   wagate, and stops it.
 
+mod binaries;
+mod process;
+mod system_user;
+mod watchdog;
+
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use rand::RngExt as _;
+use rand::distr::Alphanumeric;
 use thiserror::Error;
 use tokio_postgres::NoTls;
+
+use crate::store::describe;
+use binaries::{Binaries, PACKAGE_DIR};
+use process::stop_processes_using;
+use watchdog::Watchdog;
 
 /// The superuser: the one clusters were made with, kept for administration over the socket.
 const SUPERUSER: &str = "wagate";
@@ -41,8 +53,6 @@ const INCLUDE_LINE: &str = "include_if_exists = 'wagate.conf'";
 const OWNER_FILE: &str = "wagate.owner";
 const LOG_FILE: &str = "postgresql.log";
 const PID_FILE: &str = "postmaster.pid";
-/// Where distribution packages put the server binaries, one directory per major version.
-const PACKAGE_DIR: &str = "/usr/lib/postgresql";
 /// How long a start may keep retrying while the previous server's processes wind down, and how
 /// long a process that shares the cluster waits for the one starting it.
 const START_PATIENCE: Duration = Duration::from_secs(10);
@@ -181,7 +191,7 @@ pub enum ClusterError {
     #[error(
         "could not set up database `{DATABASE}` and role `{APP_ROLE}` on the cluster at {}: {}",
         .dir.display(),
-        super::describe(.source)
+        describe(.source)
     )]
     Setup {
         /// The data directory.
@@ -210,25 +220,10 @@ pub struct Cluster {
     /// Held while this process runs the server: a live owner's lock tells the next start that
     /// the server is not an orphan.
     lock: Option<File>,
-    watchdog: Option<Child>,
+    watchdog: Option<Watchdog>,
     throwaway: bool,
     /// Whether this process started the server, and so stops it.
     owned: bool,
-}
-
-/// How the server binaries are run.
-#[derive(Debug)]
-struct Binaries {
-    dir: PathBuf,
-    /// Set when running as root: the server runs as this user instead.
-    as_user: Option<SystemUser>,
-}
-
-#[derive(Debug)]
-struct SystemUser {
-    uid: u32,
-    gid: u32,
-    runuser: PathBuf,
 }
 
 /// What [`Cluster::boot`] does when another live wagate runs the server.
@@ -365,16 +360,16 @@ impl Cluster {
         remove_stale_locks(&cluster.data_dir)?;
         remove_stale_locks(&cluster.socket_dir)?;
         // Names this start to its watchdog, which must not act once another start took over.
-        let token = format!(
-            "{}-{}",
-            std::process::id(),
-            super::secrets::random_alphanumeric(16)
-        );
+        let token = format!("{}-{}", std::process::id(), random_alphanumeric(16));
         cluster.write_settings(options.fsync, &token)?;
         // Only now is the directory known to be no other server's to delete.
         cluster.throwaway = options.throwaway;
         // Before the server: a death from here on leaves it to the watchdog.
-        cluster.watchdog = Some(cluster.spawn_watchdog(&token)?);
+        cluster.watchdog = Some(Watchdog::start(
+            &cluster.data_dir,
+            cluster.throwaway,
+            &token,
+        )?);
         cluster.owned = true;
         cluster.start_server()?;
         Ok(cluster)
@@ -453,6 +448,9 @@ impl Cluster {
                 .starts_with(&leftover_prefix)
             {
                 tracing::info!(dir = %entry.path().display(), "removing a cluster a killed start left half-made");
+                // The killed start's initdb may still be writing there; it is stopped first, or
+                // it would leave the directory behind again.
+                stop_processes_using(&entry.path());
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
@@ -476,7 +474,7 @@ impl Cluster {
         if !fsync {
             args.push("--no-sync".as_ref());
         }
-        let output = self.run_in(parent, "initdb", &args)?;
+        let output = self.binaries.run_in(parent, "initdb", &args)?;
         if !output.status.success() {
             let _ = fs::remove_dir_all(&fresh);
             return Err(ClusterError::Initdb {
@@ -633,48 +631,7 @@ impl Cluster {
     fn postmaster(&self) -> Option<u32> {
         let contents = fs::read_to_string(self.data_dir.join(PID_FILE)).ok()?;
         let pid = contents.lines().next()?.trim().parse().ok()?;
-        let cwd = fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-        (cwd == self.data_dir).then_some(pid)
-    }
-
-    /// A shell that waits for EOF on its stdin, a pipe held by this process, then shuts the
-    /// server down and, for a throwaway cluster, deletes the data directory and its lock file.
-    ///
-    /// It starts before the server, so when this process dies while `pg_ctl` is still starting
-    /// it, the shell waits for the server to appear, unless another start has taken the
-    /// directory over (the owner file no longer holds our token).
-    fn spawn_watchdog(&self, token: &str) -> Result<Child, ClusterError> {
-        const SCRIPT: &str = r#"
-trap '' INT TERM HUP
-read -r _
-token=$3
-i=0
-while [ $i -lt 600 ] && [ "$(cat "$1/wagate.owner" 2>/dev/null)" = "$token" ]; do
-    pid=$(head -n 1 "$1/postmaster.pid" 2>/dev/null)
-    if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd")" = "$1" ]; then
-        [ "$(cat "$1/wagate.owner" 2>/dev/null)" = "$token" ] && kill -INT "$pid"
-        break
-    fi
-    sleep 0.1
-    i=$((i + 1))
-done
-if [ "$2" = throwaway ]; then
-    i=0
-    while [ -e "$1/postmaster.pid" ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-    rm -rf -- "$1" "$1.lock"
-fi
-"#;
-        let mode = if self.throwaway { "throwaway" } else { "keep" };
-        Command::new("/bin/sh")
-            .args(["-c", SCRIPT, "wagate-postgres-watchdog"])
-            .arg(&self.data_dir)
-            .arg(mode)
-            .arg(token)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(io_error("start the PostgreSQL watchdog shell"))
+        (process::working_dir(pid)? == self.data_dir).then_some(pid)
     }
 
     /// Makes [`APP_ROLE`] (login, nothing more) and gives it the `wagate` database and every
@@ -752,10 +709,8 @@ fi
     /// Stops the watchdog, then the server, then deletes a throwaway data directory. Safe to
     /// call twice; does nothing to a server another process runs.
     fn shutdown(&mut self) -> Result<(), ClusterError> {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            // Killing it closes nothing of the server; it only must not act after we did.
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.stop();
         }
         if std::mem::take(&mut self.owned) && self.postmaster().is_some() {
             self.stop_server()?;
@@ -806,27 +761,7 @@ fi
     /// Runs a server binary to completion in the data directory, as the `postgres` user when
     /// we are root.
     fn run(&self, program: &str, args: &[&OsStr]) -> Result<Output, ClusterError> {
-        self.run_in(&self.data_dir, program, args)
-    }
-
-    /// Runs a server binary to completion in `dir`, as the `postgres` user when we are root.
-    fn run_in(&self, dir: &Path, program: &str, args: &[&OsStr]) -> Result<Output, ClusterError> {
-        let exe = self.binaries.dir.join(program);
-        let mut command = match &self.binaries.as_user {
-            Some(user) => {
-                let mut c = Command::new(&user.runuser);
-                c.args(["-u", "postgres", "--"]).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        // The caller's directory may be one the postgres user cannot enter.
-        command
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(io_error(format!("run {}", exe.display())))
+        self.binaries.run_in(&self.data_dir, program, args)
     }
 }
 
@@ -835,105 +770,6 @@ impl Drop for Cluster {
         if let Err(e) = self.shutdown() {
             tracing::warn!("{e}");
         }
-    }
-}
-
-impl Binaries {
-    /// `$WAGATE_PG_BIN`, else the newest `/usr/lib/postgresql/<version>/bin`.
-    fn find() -> Result<Binaries, ClusterError> {
-        let has_binaries =
-            |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-        let dir = match std::env::var_os("WAGATE_PG_BIN") {
-            Some(dir) => {
-                let dir = PathBuf::from(dir);
-                if !has_binaries(&dir) {
-                    return Err(ClusterError::NoBinariesIn(dir));
-                }
-                dir
-            }
-            None => fs::read_dir(PACKAGE_DIR)
-                .into_iter()
-                .flatten()
-                .filter_map(|entry| {
-                    let entry = entry.ok()?;
-                    let version: Vec<u32> = entry
-                        .file_name()
-                        .to_str()?
-                        .split('.')
-                        .map(|part| part.parse().ok())
-                        .collect::<Option<_>>()?;
-                    let bin = entry.path().join("bin");
-                    has_binaries(&bin).then_some((version, bin))
-                })
-                .max()
-                .map(|(_, bin)| bin)
-                .ok_or(ClusterError::NoBinaries)?,
-        };
-        let as_user = if effective_uid() == Some(0) {
-            Some(SystemUser::postgres()?)
-        } else {
-            None
-        };
-        Ok(Binaries { dir, as_user })
-    }
-}
-
-impl SystemUser {
-    fn postgres() -> Result<SystemUser, ClusterError> {
-        let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-        let (uid, gid) = passwd
-            .lines()
-            .find_map(|line| {
-                let mut fields = line.split(':');
-                if fields.next()? != "postgres" {
-                    return None;
-                }
-                let uid = fields.nth(1)?.parse().ok()?;
-                let gid = fields.next()?.parse().ok()?;
-                Some((uid, gid))
-            })
-            .ok_or(ClusterError::NoPostgresUser)?;
-        let runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
-            .into_iter()
-            .map(PathBuf::from)
-            .find(|path| path.is_file())
-            .ok_or(ClusterError::NoRunuser)?;
-        Ok(SystemUser { uid, gid, runuser })
-    }
-
-    /// Gives the user the data directory and a way to reach it.
-    fn take_over(&self, data_dir: &Path) -> Result<(), ClusterError> {
-        self.own(data_dir)?;
-        fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_error(format!("restrict {}", data_dir.display())))?;
-        for dir in data_dir.ancestors().skip(1) {
-            let meta = fs::metadata(dir).map_err(io_error(format!("inspect {}", dir.display())))?;
-            let mode = meta.mode();
-            let search_bit = if meta.uid() == self.uid {
-                0o100
-            } else if meta.gid() == self.gid {
-                0o010
-            } else {
-                0o001
-            };
-            if mode & search_bit == 0 {
-                // Search permission only: others may pass through, not list.
-                fs::set_permissions(dir, fs::Permissions::from_mode(mode | 0o001))
-                    .map_err(io_error(format!("make {} traversable", dir.display())))?;
-                tracing::warn!(
-                    "made {} traversable by other users (o+x) so that the postgres user reaches its data directory",
-                    dir.display()
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn own(&self, path: &Path) -> Result<(), ClusterError> {
-        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid)).map_err(io_error(format!(
-            "give {} to the postgres user",
-            path.display()
-        )))
     }
 }
 
@@ -977,24 +813,21 @@ fn resolve(data_dir: &Path) -> Result<PathBuf, ClusterError> {
     Ok(parent.join(name))
 }
 
+/// `len` random letters and digits, to tell one start from another.
+fn random_alphanumeric(len: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
 /// A connection whose driver runs until the client is dropped.
 async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
     // The connection ends once its client is gone; its outcome no longer matters then.
     tokio::spawn(connection);
     Ok(client)
-}
-
-/// Our effective user id, from `/proc` (`None` where there is no `/proc`).
-fn effective_uid() -> Option<u32> {
-    fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// `text` as a URL host: a socket directory's slashes and everything else outside the

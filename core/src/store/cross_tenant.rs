@@ -1,0 +1,525 @@
+//! The operations not scoped to one tenant: apart from `connect` (which migrates the schema)
+//! and `tenant`, every method of [`Store`] is here, and each is deliberately unscoped.
+//! Everything else on a tenant's data goes through [`Store::tenant`].
+//!
+//! Why each one is:
+//! - Start-up: [`Store::linked_devices`] and [`Store::interrupted_logins`] find the devices of
+//!   every tenant that a starting gateway must reconnect or whose interrupted login it must end;
+//!   they return (tenant, device) pairs that the engine then works on through the tenant.
+//! - Public QR images: [`Store::qr_image`] serves a PNG to whoever has its link, unauthenticated;
+//!   the unguessable image id is the secret. [`Store::purge_expired_qr_images`] deletes expired
+//!   ones, whoever they belong to.
+//! - The operator: [`Store::create_tenant`], [`Store::list_tenants`] (counts only) and
+//!   [`Store::delete_tenant`] are the admin API's; [`Store::ensure_tenant_with_credentials`]
+//!   creates the configured tenant by name at start-up.
+//! - Authentication: [`Store::authenticate`] and [`Store::recently_verified`] find the tenant
+//!   of a username, before any tenant is known.
+//! - The webhook dispatcher delivers every tenant's events: [`Store::listen_outbox`],
+//!   [`Store::claim_deliveries`], [`Store::settle_deliveries`], [`Store::release_claims_of`],
+//!   [`Store::release_orphaned_claims`], [`Store::expire_deliveries`], [`Store::purge_events`]
+//!   and [`Store::next_due_delivery`]. A claimed delivery carries its endpoint's URL and
+//!   secrets, never another tenant's.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
+
+use super::devices::{stored_id, stored_state};
+use super::outbox::{CHANNEL, ClaimedDelivery, DeliveryOutcome, LOCK_CLASS, OutboxListener};
+use super::tenants::{Credential, SUMMARY, TenantSummary, hash, summary, verify};
+use super::{Store, StoreError, Tx, violates};
+use crate::domain::{DeviceId, DeviceState, Tenant, TenantId};
+
+/// Start-up.
+impl Store {
+    /// Every device linked to a WhatsApp account (it has a JID), across tenants: the devices a
+    /// starting gateway reconnects. Logout and unlink clear the JID.
+    pub async fn linked_devices(&self) -> Result<Vec<(TenantId, DeviceId)>, StoreError> {
+        self.query(
+            "list the linked devices",
+            "SELECT tenant_id, device_id FROM devices WHERE jid IS NOT NULL
+             ORDER BY tenant_id, device_id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let tenant = TenantId(row.get(0));
+            Ok((tenant, stored_id(tenant, row.get(1))?))
+        })
+        .collect()
+    }
+
+    /// Every unlinked device that is not `disconnected`, with its state, across tenants: at
+    /// start-up these are logins a process died in the middle of.
+    pub async fn interrupted_logins(
+        &self,
+    ) -> Result<Vec<(TenantId, DeviceId, DeviceState)>, StoreError> {
+        self.query(
+            "list the logins a stopped process left pending",
+            "SELECT tenant_id, device_id, state FROM devices
+             WHERE jid IS NULL AND state <> 'disconnected'
+             ORDER BY tenant_id, device_id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let tenant = TenantId(row.get(0));
+            let id = stored_id(tenant, row.get(1))?;
+            let state = stored_state(tenant, &id, row.get(2))?;
+            Ok((tenant, id, state))
+        })
+        .collect()
+    }
+}
+
+/// Public QR images.
+impl Store {
+    /// The PNG with this id, unless it expired. Not tenant-scoped: the id is the secret.
+    pub async fn qr_image(&self, image: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .query_opt(
+                &format!("read QR image {image}"),
+                "SELECT png FROM qr_images WHERE id = $1 AND expires_at > now()",
+                &[&image],
+            )
+            .await?
+            .map(|row| row.get(0)))
+    }
+
+    /// Deletes expired QR images of every tenant; returns how many.
+    pub async fn purge_expired_qr_images(&self) -> Result<u64, StoreError> {
+        self.execute(
+            "delete expired QR images",
+            "DELETE FROM qr_images WHERE expires_at <= now()",
+            &[],
+        )
+        .await
+    }
+}
+
+/// The operator: tenants themselves.
+impl Store {
+    /// Creates tenant `name` with one fresh credential, returned in clear this one time.
+    pub async fn create_tenant(&self, name: &str) -> Result<(Tenant, Credential), StoreError> {
+        let credential = Credential::generate();
+        let secret_hash = hash(&credential.secret).await?;
+        let id = Uuid::new_v4();
+        self.execute(
+            &format!("create tenant `{name}`"),
+            "WITH tenant AS (INSERT INTO tenants (id, name) VALUES ($1, $2) RETURNING id)
+             INSERT INTO credentials (username, tenant_id, secret_hash)
+             SELECT $3, id, $4 FROM tenant",
+            &[&id, &name, &credential.username, &secret_hash],
+        )
+        .await
+        .map_err(|e| {
+            e.refine(|e| {
+                if violates(e, "tenants_name_unique") {
+                    Some(StoreError::TenantExists(name.to_string()))
+                } else {
+                    violates(e, "credentials_username_unique")
+                        .then(|| StoreError::UsernameTaken(credential.username.clone()))
+                }
+            })
+        })?;
+        let tenant = Tenant {
+            id: TenantId(id),
+            name: name.to_string(),
+        };
+        Ok((tenant, credential))
+    }
+
+    /// Every tenant with its counts, oldest first.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantSummary>, StoreError> {
+        Ok(self
+            .query(
+                "list the tenants",
+                &format!("{SUMMARY} ORDER BY t.created_at, t.name"),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(summary)
+            .collect())
+    }
+
+    /// Deletes `tenant` and every row it owns: credentials, devices with their keys and QR
+    /// images, webhook endpoints, events and deliveries (the foreign keys cascade).
+    /// [`StoreError::TenantNotFound`] when there is no such tenant.
+    ///
+    /// This stops no session: delete a tenant with live devices through
+    /// `DeviceManager::delete_tenant`, which logs them out first.
+    pub async fn delete_tenant(&self, tenant: TenantId) -> Result<(), StoreError> {
+        let deleted = self
+            .execute(
+                &format!("delete tenant {tenant}"),
+                "DELETE FROM tenants WHERE id = $1",
+                &[&tenant.0],
+            )
+            .await?;
+        self.verified.forget_tenant(tenant);
+        if deleted == 0 {
+            return Err(StoreError::TenantNotFound(tenant));
+        }
+        Ok(())
+    }
+
+    /// Makes tenant `name` exist with exactly these `(username, password)` pairs as its
+    /// credentials: missing ones are added, changed passwords updated, unlisted ones removed.
+    ///
+    /// Meant for bootstrapping from configuration (`WAGATE_BASIC_AUTH`); running it again with
+    /// the same pairs changes nothing. A username of another tenant is
+    /// [`StoreError::UsernameTaken`], and then nothing changes.
+    pub async fn ensure_tenant_with_credentials(
+        &self,
+        name: &str,
+        pairs: &[(String, String)],
+    ) -> Result<Tenant, StoreError> {
+        let mut client = self.client().await?;
+        let tx = Tx::begin(
+            &mut client,
+            format!("set up the credentials of tenant `{name}`"),
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO tenants (id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            &[&Uuid::new_v4(), &name],
+        )
+        .await?;
+        let tenant = Tenant {
+            id: TenantId(
+                tx.query_one("SELECT id FROM tenants WHERE name = $1", &[&name])
+                    .await?
+                    .get(0),
+            ),
+            name: name.to_string(),
+        };
+
+        let usernames: Vec<&str> = pairs.iter().map(|(u, _)| u.as_str()).collect();
+        let stored: HashMap<String, (Uuid, String)> = tx
+            .query(
+                "SELECT username, tenant_id, secret_hash FROM credentials
+                 WHERE username = ANY($1) FOR UPDATE",
+                &[&usernames],
+            )
+            .await?
+            .into_iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect();
+        let mut changed = Vec::new();
+        for (username, password) in pairs {
+            let current = match stored.get(username) {
+                Some((owner, _)) if *owner != tenant.id.0 => {
+                    return Err(StoreError::UsernameTaken(username.clone()));
+                }
+                Some((_, hash)) => Some(hash.clone()),
+                None => None,
+            };
+            if current.is_some() && verify(password, current).await? {
+                continue;
+            }
+            // The WHERE keeps a username another tenant claimed meanwhile from being taken over.
+            let written = tx
+                .execute(
+                    "INSERT INTO credentials (username, tenant_id, secret_hash) VALUES ($1, $2, $3)
+                     ON CONFLICT (username) DO UPDATE SET secret_hash = EXCLUDED.secret_hash
+                     WHERE credentials.tenant_id = EXCLUDED.tenant_id",
+                    &[username, &tenant.id.0, &hash(password).await?],
+                )
+                .await?;
+            if written == 0 {
+                return Err(StoreError::UsernameTaken(username.clone()));
+            }
+            changed.push(username.clone());
+        }
+        let removed = tx
+            .query(
+                "DELETE FROM credentials WHERE tenant_id = $1 AND NOT (username = ANY($2))
+                 RETURNING username",
+                &[&tenant.id.0, &usernames],
+            )
+            .await?;
+        tx.commit().await?;
+
+        let removed = removed.iter().map(|row| row.get::<_, String>(0));
+        for username in changed.into_iter().chain(removed) {
+            self.verified.forget(&username);
+        }
+        Ok(tenant)
+    }
+}
+
+/// Authentication.
+impl Store {
+    /// The tenant of a credential that verified within the last minute, answered from memory
+    /// without hashing; `None` when it did not (it may still be right: see `authenticate`).
+    pub fn recently_verified(&self, username: &str, password: &str) -> Option<Tenant> {
+        self.verified.get(username, password)
+    }
+
+    /// The tenant `username` belongs to, if `password` is its secret.
+    ///
+    /// Unknown usernames cost as much as wrong passwords. Recent successes are answered from
+    /// memory for up to a minute.
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<Tenant>, StoreError> {
+        if let Some(tenant) = self.verified.get(username, password) {
+            return Ok(Some(tenant));
+        }
+        let epoch = self.verified.epoch();
+        let row = self
+            .query_opt(
+                &format!("look up user `{username}`"),
+                "SELECT c.secret_hash, t.id, t.name
+                 FROM credentials c JOIN tenants t ON t.id = c.tenant_id
+                 WHERE c.username = $1",
+                &[&username],
+            )
+            .await?;
+        let (stored, tenant): (Option<String>, Option<Tenant>) = row
+            .map(|row| {
+                let tenant = Tenant {
+                    id: TenantId(row.get(1)),
+                    name: row.get(2),
+                };
+                (row.get(0), tenant)
+            })
+            .unzip();
+        let verified = verify(password, stored).await?;
+        let tenant = tenant.filter(|_| verified);
+        if let Some(tenant) = &tenant {
+            self.verified.put(epoch, username, password, tenant.clone());
+        }
+        Ok(tenant)
+    }
+}
+
+/// The webhook dispatcher's side of the outbox.
+impl Store {
+    /// Opens the listener of dispatcher `owner`: takes its advisory lock and listens for
+    /// commits that add deliveries.
+    pub async fn listen_outbox(&self, owner: i32) -> Result<OutboxListener, StoreError> {
+        let doing = || format!("open the outbox listener of dispatcher {owner}");
+        // Its own connection, outside the pool: the lock and the LISTEN last as long as it does.
+        let (client, mut connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| StoreError::db(doing(), e))?;
+        // Bounded at one: a wake-up that finds one pending already has nothing to add.
+        let (tx, wakeups) = mpsc::channel(1);
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(_)) => {
+                        let _ = tx.try_send(());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("outbox listener connection lost: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(|e| StoreError::db(doing(), e))?;
+        client
+            .execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &owner])
+            .await
+            .map_err(|e| StoreError::db(doing(), e))?;
+        Ok(OutboxListener::new(wakeups, driver, client))
+    }
+
+    /// Claims up to `limit` due deliveries of enabled endpoints (none of `skip`) for dispatcher
+    /// `owner`, leased for `lease`; oldest due first.
+    pub async fn claim_deliveries(
+        &self,
+        owner: i32,
+        lease: Duration,
+        limit: usize,
+        skip: &[Uuid],
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let lease_ms = lease.as_millis() as f64;
+        let rows = self
+            .query(
+                "claim webhook deliveries",
+                "WITH due AS (
+                    SELECT d.id FROM webhook_deliveries d
+                    JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.enabled
+                    WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                      AND (d.expires_at IS NULL OR d.expires_at > now())
+                      AND d.endpoint_id <> ALL($4)
+                    ORDER BY d.next_attempt_at
+                    LIMIT $3
+                    FOR UPDATE OF d SKIP LOCKED
+                 )
+                 UPDATE webhook_deliveries d SET
+                    lease_owner = $1,
+                    next_attempt_at = now() + $2 * interval '1 millisecond'
+                 FROM due, webhook_endpoints w, events e
+                 WHERE d.id = due.id AND w.id = d.endpoint_id AND e.id = d.event_id
+                 RETURNING d.id, d.endpoint_id, d.attempts, d.expires_at, e.id, e.type, e.body,
+                    w.url, w.secret,
+                    CASE WHEN w.previous_secret_until > now() THEN w.previous_secret END",
+                &[&owner, &lease_ms, &(limit as i64), &skip],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let mut secrets = vec![row.get::<_, String>(8)];
+                secrets.extend(row.get::<_, Option<String>>(9));
+                ClaimedDelivery {
+                    id: row.get(0),
+                    endpoint_id: row.get(1),
+                    attempts: row.get(2),
+                    expires_at: row.get(3),
+                    event_id: row.get(4),
+                    event_type: row.get(5),
+                    body: row.get(6),
+                    url: row.get(7),
+                    secrets,
+                }
+            })
+            .collect())
+    }
+
+    /// Records how attempts of dispatcher `owner` ended, in one statement; an endpoint that
+    /// answered 410 is disabled. Deliveries whose lease `owner` no longer holds are left alone.
+    pub async fn settle_deliveries(
+        &self,
+        owner: i32,
+        settled: &[(Uuid, DateTime<Utc>, DeliveryOutcome)],
+        gone_endpoints: &[Uuid],
+    ) -> Result<(), StoreError> {
+        let doing = "record webhook delivery attempts";
+        let mut ids = Vec::with_capacity(settled.len());
+        let mut ats = Vec::with_capacity(settled.len());
+        let mut statuses = Vec::with_capacity(settled.len());
+        let mut nexts = Vec::with_capacity(settled.len());
+        let mut codes = Vec::with_capacity(settled.len());
+        let mut errors = Vec::with_capacity(settled.len());
+        for (id, at, outcome) in settled {
+            let (status, next, code, error) = outcome.columns();
+            ids.push(*id);
+            ats.push(*at);
+            statuses.push(status);
+            nexts.push(next);
+            codes.push(code);
+            errors.push(error);
+        }
+        self.execute(
+            doing,
+            "UPDATE webhook_deliveries d SET
+                status = o.status,
+                attempts = d.attempts + 1,
+                next_attempt_at = o.next,
+                last_attempt_at = o.at,
+                last_status_code = o.code,
+                last_error = o.error,
+                delivered_at = CASE WHEN o.status = 'delivered' THEN o.at ELSE d.delivered_at END,
+                lease_owner = NULL
+             FROM unnest($2::uuid[], $3::timestamptz[], $4::text[], $5::timestamptz[],
+                         $6::int[], $7::text[]) AS o(id, at, status, next, code, error)
+             WHERE d.id = o.id AND d.lease_owner = $1",
+            &[&owner, &ids, &ats, &statuses, &nexts, &codes, &errors],
+        )
+        .await?;
+        if !gone_endpoints.is_empty() {
+            self.execute(
+                doing,
+                "UPDATE webhook_endpoints SET enabled = false, updated_at = now(),
+                    disabled_reason = 'the endpoint answered 410 Gone: re-enable it with PATCH when it is back'
+                 WHERE id = ANY($1)",
+                &[&gone_endpoints],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the claims of dispatcher `owner` back to the outbox at once, as it stops; returns
+    /// how many.
+    pub async fn release_claims_of(&self, owner: i32) -> Result<u64, StoreError> {
+        self.execute(
+            &format!("release the webhook claims of dispatcher {owner}"),
+            "UPDATE webhook_deliveries SET lease_owner = NULL, next_attempt_at = now()
+             WHERE status = 'pending' AND lease_owner = $1",
+            &[&owner],
+        )
+        .await
+    }
+
+    /// Hands back to the outbox at once the claims whose owner no longer holds its advisory
+    /// lock (its process died); returns how many.
+    pub async fn release_orphaned_claims(&self) -> Result<u64, StoreError> {
+        self.execute(
+            "release orphaned webhook claims",
+            "UPDATE webhook_deliveries SET lease_owner = NULL, next_attempt_at = now()
+             WHERE status = 'pending' AND lease_owner IS NOT NULL
+               AND lease_owner NOT IN (
+                   SELECT objid::bigint::int FROM pg_locks
+                   WHERE locktype = 'advisory' AND classid = $1::int::oid
+                     AND objsubid = 2 AND granted
+                     AND database = (SELECT oid FROM pg_database
+                                     WHERE datname = current_database()))",
+            &[&LOCK_CLASS],
+        )
+        .await
+    }
+
+    /// Marks pending deliveries whose event expired (QR codes) as expired; returns how many.
+    pub async fn expire_deliveries(&self) -> Result<u64, StoreError> {
+        self.execute(
+            "expire webhook deliveries",
+            "UPDATE webhook_deliveries SET status = 'expired', lease_owner = NULL,
+                next_attempt_at = NULL,
+                last_error = coalesce(last_error, 'the event expired before it was delivered')
+             WHERE status = 'pending' AND expires_at <= now()
+               AND (lease_owner IS NULL OR next_attempt_at <= now())",
+            &[],
+        )
+        .await
+    }
+
+    /// Deletes events older than `retention` that have no pending delivery, with their
+    /// deliveries; returns how many events went.
+    pub async fn purge_events(&self, retention: Duration) -> Result<u64, StoreError> {
+        let retention_ms = retention.as_millis() as f64;
+        self.execute(
+            "purge old events",
+            "DELETE FROM events e
+             WHERE e.occurred_at < now() - $1 * interval '1 millisecond'
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                               WHERE d.event_id = e.id AND d.status = 'pending')",
+            &[&retention_ms],
+        )
+        .await
+    }
+
+    /// When the next pending delivery is due, if any: the dispatcher sleeps until then.
+    pub async fn next_due_delivery(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .query_one(
+                "find the next due webhook delivery",
+                "SELECT min(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'",
+                &[],
+            )
+            .await?
+            .get(0))
+    }
+}

@@ -1,0 +1,48 @@
+//! One span per request: method and path at once, the tenant once its credential checked out,
+//! the device once its path parameter parsed. Every log line of the request carries them, the
+//! engine's included when it logs on the caller's task.
+
+use std::time::Instant;
+
+use poem::{Endpoint, IntoResponse, Request, Response};
+use tracing::Instrument as _;
+use tracing::field::{Empty, display};
+use wagate_core::domain::{DeviceId, TenantId};
+
+/// Runs `endpoint` for `req` inside the request's span, logging the answer's status and time.
+pub(crate) async fn in_span<E: Endpoint>(endpoint: E, req: Request) -> poem::Result<Response> {
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        tenant = Empty,
+        device = Empty,
+    );
+    async move {
+        let started = Instant::now();
+        let answer = endpoint.call(req).await.map(IntoResponse::into_response);
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        match &answer {
+            Ok(response) if response.status().is_server_error() => {
+                tracing::warn!(status = response.status().as_u16(), elapsed_ms, "answered")
+            }
+            Ok(response) => {
+                tracing::debug!(status = response.status().as_u16(), elapsed_ms, "answered")
+            }
+            Err(e) => tracing::warn!(status = e.status().as_u16(), elapsed_ms, "failed: {e}"),
+        }
+        answer
+    }
+    .instrument(span)
+    .await
+}
+
+/// Names the request's tenant in its span.
+pub(crate) fn record_tenant(tenant: TenantId) {
+    tracing::Span::current().record("tenant", display(tenant));
+}
+
+/// Names the request's device in its span.
+pub(crate) fn record_device(device: &DeviceId) {
+    tracing::Span::current().record("device", display(device));
+}
