@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use support::{device_id, tenant};
+use support::{add_device, device_id, tenant};
 use wagate_core::domain::{DeviceId, DeviceState, TenantId};
 use wagate_core::events::WireEvent;
 use wagate_core::store::keys::PgBackend;
@@ -1263,11 +1263,7 @@ mod isolation {
         let (store, url) = store_and_url().await;
         let tenant = tenant(&store).await;
         let id = device_id("doomed");
-        store
-            .tenant(tenant.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &id).await;
         let b = store
             .tenant(tenant.id)
             .key_store(&id)
@@ -1307,16 +1303,8 @@ mod isolation {
         let (store, url) = store_and_url().await;
         let tenant = tenant(&store).await;
         let (one, two) = (device_id("one"), device_id("two"));
-        store
-            .tenant(tenant.id)
-            .create_device(&one, None)
-            .await
-            .unwrap();
-        store
-            .tenant(tenant.id)
-            .create_device(&two, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &one).await;
+        add_device(&store, tenant.id, &two).await;
         let a = store
             .tenant(tenant.id)
             .key_store(&one)

@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
 use chrono::Utc;
-use support::{device_id, store, tenant};
+use support::{add_device, device_id, store, tenant};
 use wagate_core::domain::DeviceState;
 
 use wagate_core::cluster::{APP_ROLE, Cluster, ClusterOptions};
@@ -295,11 +295,7 @@ mod devices {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store
-            .tenant(tenant.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &id).await;
         let err = store
             .tenant(tenant.id)
             .create_device(&id, None)
@@ -335,17 +331,9 @@ mod devices {
         let store = store().await;
         let (a, b) = (tenant(&store).await, tenant(&store).await);
         for id in ["zulu", "alpha", "mike"] {
-            store
-                .tenant(a.id)
-                .create_device(&device_id(id), None)
-                .await
-                .unwrap();
+            add_device(&store, a.id, &device_id(id)).await;
         }
-        store
-            .tenant(b.id)
-            .create_device(&device_id("other"), None)
-            .await
-            .unwrap();
+        add_device(&store, b.id, &device_id("other")).await;
         let listed: Vec<String> = store
             .tenant(a.id)
             .list_devices()
@@ -362,11 +350,7 @@ mod devices {
         let store = store().await;
         let (owner, other) = (tenant(&store).await, tenant(&store).await);
         let id = device_id("phone-1");
-        store
-            .tenant(owner.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, owner.id, &id).await;
         assert_eq!(store.tenant(other.id).find_device(&id).await.unwrap(), None);
         assert_eq!(
             store
@@ -396,11 +380,7 @@ mod devices {
         let store = store().await;
         let (owner, other) = (tenant(&store).await, tenant(&store).await);
         let id = device_id("phone-1");
-        store
-            .tenant(owner.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, owner.id, &id).await;
         assert!(!store.tenant(other.id).delete_device(&id).await.unwrap());
         assert!(
             store
@@ -417,11 +397,7 @@ mod devices {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store
-            .tenant(tenant.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &id).await;
         assert!(store.tenant(tenant.id).delete_device(&id).await.unwrap());
         assert_eq!(
             store.tenant(tenant.id).find_device(&id).await.unwrap(),
@@ -435,11 +411,7 @@ mod devices {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store
-            .tenant(tenant.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &id).await;
         let jid = "628912344551:3@s.whatsapp.net";
         let linked = DeviceChange {
             state: Some(DeviceState::LoggedIn),
@@ -712,11 +684,7 @@ mod devices {
             (&b, "b-in", Link::Set("2@s.whatsapp.net")),
         ] {
             let id = device_id(id);
-            store
-                .tenant(tenant.id)
-                .create_device(&id, None)
-                .await
-                .unwrap();
+            add_device(&store, tenant.id, &id).await;
             let linked = DeviceChange {
                 link,
                 ..DeviceChange::default()
@@ -746,11 +714,7 @@ mod devices {
             (&b, "dialling", DeviceState::Connecting, Link::Keep),
         ] {
             let id = device_id(id);
-            store
-                .tenant(tenant.id)
-                .create_device(&id, None)
-                .await
-                .unwrap();
+            add_device(&store, tenant.id, &id).await;
             let left = DeviceChange {
                 state: Some(state),
                 link,
@@ -773,16 +737,8 @@ mod devices {
         let store = store().await;
         let tenant = tenant(&store).await;
         let (one, two) = (device_id("one"), device_id("two"));
-        store
-            .tenant(tenant.id)
-            .create_device(&one, None)
-            .await
-            .unwrap();
-        store
-            .tenant(tenant.id)
-            .create_device(&two, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &one).await;
+        add_device(&store, tenant.id, &two).await;
         let a = store
             .tenant(tenant.id)
             .device_internal_id(&one)
@@ -815,11 +771,7 @@ mod qr_images {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store
-            .tenant(tenant.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &id).await;
         let png = b"\x89PNG fake".to_vec();
         let image = store
             .tenant(tenant.id)
@@ -834,11 +786,7 @@ mod qr_images {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store
-            .tenant(tenant.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &id).await;
         let image = store
             .tenant(tenant.id)
             .put_qr_image(&id, vec![1], a_minute_ago())
@@ -852,11 +800,7 @@ mod qr_images {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store
-            .tenant(tenant.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &id).await;
         store
             .tenant(tenant.id)
             .put_qr_image(&id, vec![1], a_minute_ago())
@@ -876,11 +820,7 @@ mod qr_images {
         let store = store().await;
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
-        store
-            .tenant(tenant.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &id).await;
         let image = store
             .tenant(tenant.id)
             .put_qr_image(&id, vec![1], in_a_minute())
@@ -895,11 +835,7 @@ mod qr_images {
         let store = store().await;
         let (owner, other) = (tenant(&store).await, tenant(&store).await);
         let id = device_id("phone-1");
-        store
-            .tenant(owner.id)
-            .create_device(&id, None)
-            .await
-            .unwrap();
+        add_device(&store, owner.id, &id).await;
         let err = store
             .tenant(other.id)
             .put_qr_image(&id, vec![1], in_a_minute())
@@ -1287,11 +1223,7 @@ mod outbox {
         let tenant = tenant(&store).await;
         let endpoint = hook(&store, tenant.id, &["state_changed"], None).await;
         let d1 = device_id("d1");
-        store
-            .tenant(tenant.id)
-            .create_device(&d1, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &d1).await;
         let from_connecting = DeviceChange {
             state: Some(DeviceState::Connected),
             only_from: Some(DeviceState::Connecting),
@@ -1325,11 +1257,7 @@ mod outbox {
         let store = store().await;
         let tenant = tenant(&store).await;
         let d1 = device_id("d1");
-        store
-            .tenant(tenant.id)
-            .create_device(&d1, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &d1).await;
         let endpoint = hook(&store, tenant.id, &["state_changed"], None).await;
         store
             .tenant(tenant.id)
@@ -1476,11 +1404,7 @@ mod outbox {
         let store = store().await;
         let tenant = tenant(&store).await;
         let d1 = device_id("d1");
-        store
-            .tenant(tenant.id)
-            .create_device(&d1, None)
-            .await
-            .unwrap();
+        add_device(&store, tenant.id, &d1).await;
         let endpoint = hook(&store, tenant.id, &["qr_refreshed"], None).await;
         let expired = NewEvent::from_kind(&EngineEventKind::QrRefreshed {
             qr_code: "2@x".into(),

@@ -5,7 +5,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 use wagate_core::cluster::{APP_ROLE, Cluster, ClusterOptions};
-use wagate_core::domain::{DeviceId, Tenant};
+use wagate_core::domain::{DeviceId, Tenant, TenantId};
 use wagate_core::store::Store;
 
 /// The server the tests' databases live on.
@@ -100,6 +100,15 @@ pub fn with_database(url: &str, database: &str) -> String {
 pub async fn tenant(store: &Store) -> Tenant {
     let name = format!("tenant-{}", Uuid::new_v4().simple());
     store.create_tenant(&name).await.expect("tenant created").0
+}
+
+/// Creates device `id` of `tenant`, unnamed.
+pub async fn add_device(store: &Store, tenant: TenantId, id: &DeviceId) {
+    store
+        .tenant(tenant)
+        .create_device(id, None)
+        .await
+        .expect("the device is created");
 }
 
 /// A device id from a literal known to be valid.
