@@ -6,6 +6,7 @@
 
 mod admin;
 mod auth;
+mod body;
 mod device_path;
 mod devices;
 mod envelope;
@@ -29,7 +30,6 @@ mod webhooks;
 use std::sync::Arc;
 
 use poem::endpoint::make_sync;
-use poem::error::ReadBodyError;
 use poem::web::Html;
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
@@ -235,12 +235,12 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
                     return Ok(ApiError::admin_off().into_response());
                 }
                 // Bodies are read here, within the limit, whatever their Content-Length says.
-                match req.take_body().into_bytes_limit(error::MAX_BODY).await {
+                match body::read_within_limit(req.take_body()).await {
                     Ok(bytes) => req.set_body(bytes),
-                    Err(ReadBodyError::PayloadTooLarge) => {
+                    Err(body::Refused::TooLarge) => {
                         return Ok(ApiError::payload_too_large().into_response());
                     }
-                    Err(e) => {
+                    Err(body::Refused::Unreadable(e)) => {
                         let unread =
                             ApiError::validation(format!("the body could not be read: {e}"));
                         return Ok(unread.into_response());
