@@ -8,7 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use support::{add_device, device_id, tenant};
+use support::{add_device, device_id, sql, tenant};
 use wagate_core::domain::{DeviceId, DeviceState, TenantId};
 use wagate_core::events::WireEvent;
 use wagate_core::store::keys::PgBackend;
@@ -49,15 +49,6 @@ async fn new_backend(store: &Store) -> PgBackend {
 /// A backend on a store of its own.
 async fn backend() -> PgBackend {
     new_backend(&support::store().await).await
-}
-
-/// A direct connection, for checking what the backend wrote.
-async fn sql(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("a direct connection");
-    tokio::spawn(connection);
-    client
 }
 
 /// Rows of every `wa_` table that belong to `device`, by table.

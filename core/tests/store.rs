@@ -951,12 +951,13 @@ mod cluster {
         cluster.stop().await.unwrap();
     }
 
-    async fn query_one_text(url: &str, sql: &str) -> String {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    async fn query_one_text(url: &str, statement: &str) -> String {
+        support::sql(url)
             .await
-            .unwrap();
-        tokio::spawn(connection);
-        client.query_one(sql, &[]).await.unwrap().get(0)
+            .query_one(statement, &[])
+            .await
+            .unwrap()
+            .get(0)
     }
 
     #[tokio::test]
@@ -1015,10 +1016,7 @@ mod cluster {
         let cluster = Cluster::start(&data_dir, options.clone()).await.unwrap();
         // As wagate left it before: everything the superuser's, and TCP trusted.
         let old_database = support::with_database(&cluster.superuser_url(), "wagate");
-        let (client, connection) = tokio_postgres::connect(&old_database, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let connection = tokio::spawn(connection);
+        let client = support::sql(&old_database).await;
         client
             .batch_execute(
                 "CREATE TABLE tenants_before (id serial PRIMARY KEY, name text);
@@ -1028,7 +1026,6 @@ mod cluster {
             .await
             .unwrap();
         drop(client);
-        let _ = connection.await;
         cluster.stop().await.unwrap();
         std::fs::write(
             data_dir.join("pg_hba.conf"),

@@ -29,12 +29,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use rand::RngExt as _;
-use rand::distr::Alphanumeric;
 use thiserror::Error;
 use tokio_postgres::NoTls;
 
 use crate::store::describe;
+use crate::store::secrets::random_alphanumeric;
 use binaries::{Binaries, PACKAGE_DIR};
 use process::stop_processes_using;
 use watchdog::Watchdog;
@@ -811,15 +810,6 @@ fn resolve(data_dir: &Path) -> Result<PathBuf, ClusterError> {
         .canonicalize()
         .map_err(io_error(format!("resolve {}", parent.display())))?;
     Ok(parent.join(name))
-}
-
-/// `len` random letters and digits, to tell one start from another.
-fn random_alphanumeric(len: usize) -> String {
-    rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
 }
 
 /// A connection whose driver runs until the client is dropped.

@@ -15,7 +15,7 @@ pub mod keys;
 mod migrate;
 mod outbox;
 mod qr_images;
-mod secrets;
+pub(crate) mod secrets;
 mod tenants;
 mod webhooks;
 

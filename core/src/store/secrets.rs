@@ -22,7 +22,7 @@ const SALT_LEN: usize = 16;
 const HASH_LEN: usize = 32;
 
 /// `len` random letters and digits from a CSPRNG.
-pub(super) fn random_alphanumeric(len: usize) -> String {
+pub(crate) fn random_alphanumeric(len: usize) -> String {
     rand::rng()
         .sample_iter(Alphanumeric)
         .take(len)

@@ -76,6 +76,16 @@ pub async fn fresh_database_url() -> String {
     with_database(&server.app_url, &name)
 }
 
+/// A direct connection to the database at `url`, to look behind the store; it closes when the
+/// client is dropped.
+pub async fn sql(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("the test database accepts connections");
+    tokio::spawn(connection);
+    client
+}
+
 /// A store on a new database of its own, migrated.
 pub async fn store() -> Store {
     Store::connect(&fresh_database_url().await)

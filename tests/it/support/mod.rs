@@ -154,12 +154,7 @@ impl Gateway {
 
     /// A connection to its database, to look behind the store; it closes when dropped.
     async fn sql(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&self.database_url, tokio_postgres::NoTls)
-                .await
-                .expect("the test database accepts connections");
-        tokio::spawn(connection);
-        client
+        pg::sql(&self.database_url).await
     }
 
     /// The events recorded for `device` of `tenant`, oldest first, as `(type, data)`.
