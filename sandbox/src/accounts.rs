@@ -11,6 +11,8 @@ use serde::Serialize;
 use wacore_libsignal::protocol::KeyPair;
 
 use crate::conn::Conn;
+use crate::keys::{KeyBundle, SignedPrekey};
+use crate::signal::PhoneSession;
 
 /// A simulated primary phone: one WhatsApp account.
 pub(crate) struct Phone {
@@ -22,10 +24,39 @@ pub(crate) struct Phone {
     pub next_device: u16,
     /// Identifies the account in signed device identities.
     pub raw_id: u32,
+    /// The phone's Signal registration id.
+    pub registration_id: u32,
+    /// The phone's signed prekey, handed to companions that start a session with it.
+    pub signed_prekey: SignedPrekey,
+    /// The account's app-state sync key, which the phone shares with every companion it links.
+    pub app_state_key: AppStateKey,
+}
+
+/// An app-state sync key: it encrypts the account's settings, contacts and chat state, and only
+/// the account's own devices hold it.
+#[derive(Clone)]
+pub(crate) struct AppStateKey {
+    /// The key's id, as the phone names it in every share and every patch.
+    pub id: Vec<u8>,
+    /// The 32-byte key.
+    pub data: [u8; 32],
+    /// When the phone made it, in milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+}
+
+/// How far the phone got in sharing its app-state keys with a companion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyShare {
+    /// Not sent: the companion has not uploaded the keys a session needs.
+    Waiting,
+    /// Sent, with no receipt yet.
+    Sent,
+    /// The companion sent a receipt for it: it decrypted the share.
+    Delivered,
 }
 
 /// A companion device linked to a phone.
-#[derive(Clone)]
 pub(crate) struct Companion {
     /// `628…:N@s.whatsapp.net`.
     pub jid: String,
@@ -33,10 +64,22 @@ pub(crate) struct Companion {
     pub lid: String,
     /// The phone number it is linked to.
     pub phone: String,
+    /// Its device number on the account.
+    pub device: u16,
     /// The Noise static key it registered with; a login must present the same key.
     pub noise_static: [u8; 32],
     /// The live connection logged in as this device, if any.
     pub connection: Option<u64>,
+    /// Its signed device identity, as it countersigned it at pairing.
+    pub device_identity: Vec<u8>,
+    /// The keys it uploaded, once it has.
+    pub keys: Option<KeyBundle>,
+    /// The phone's Signal session with it; taken out while a message is being encrypted.
+    pub session: Option<PhoneSession>,
+    /// How far the phone got in sharing its app-state keys with it.
+    pub key_share: KeyShare,
+    /// The id of the message that carried the share, once sent.
+    pub key_share_message: Option<String>,
 }
 
 /// A linked companion as the sandbox reports it.
@@ -50,6 +93,10 @@ pub struct AccountInfo {
     pub phone: String,
     /// Whether a client is logged in as this device right now.
     pub connected: bool,
+    /// One-time prekeys the server holds for it (0 until it uploads).
+    pub prekeys: usize,
+    /// How far the phone got in sharing its app-state keys with it.
+    pub key_share: KeyShare,
 }
 
 /// What a connected client is doing.
@@ -126,14 +173,24 @@ impl Registry {
     /// The simulated phone for `number`, created on first use.
     pub fn phone(&mut self, number: &str) -> &mut Phone {
         let seq = self.phones.len() as u64 + 1;
-        self.phones
-            .entry(number.to_string())
-            .or_insert_with(|| Phone {
-                identity: KeyPair::generate(&mut rand::rng()),
+        self.phones.entry(number.to_string()).or_insert_with(|| {
+            let identity = KeyPair::generate(&mut rand::rng());
+            let signed_prekey = SignedPrekey::generate(&identity, 1);
+            Phone {
+                identity,
+                signed_prekey,
                 lid_user: format!("1{:014}", 20_000_000_000_000u64 + seq * 7919),
                 next_device: 1,
                 raw_id: rand::random(),
-            })
+                // Signal registration ids are 14 bits, never 0.
+                registration_id: rand::random_range(1..16_381),
+                app_state_key: AppStateKey {
+                    id: [&[0u8, 0][..], &rand::random::<[u8; 4]>()].concat(),
+                    data: rand::random(),
+                    timestamp_ms: crate::stanza::now_millis(),
+                },
+            }
+        })
     }
 
     /// Drops everything that refers to a closed connection.
@@ -161,6 +218,8 @@ impl Registry {
                 lid: c.lid.clone(),
                 phone: c.phone.clone(),
                 connected: c.connection.is_some(),
+                prekeys: c.keys.as_ref().map_or(0, |k| k.prekeys.len()),
+                key_share: c.key_share,
             })
             .collect();
         out.sort_by(|a, b| a.jid.cmp(&b.jid));

@@ -21,7 +21,7 @@ use crate::noise::{Established, Response};
 use crate::shared::Shared;
 use crate::stanza::{self, SERVER};
 use crate::wire::{FrameReader, SealedDirection, frame};
-use crate::{iq, pair_code};
+use crate::{bootstrap, encrypt, iq, pair_code};
 
 /// How long a client may take over each handshake message.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -211,7 +211,7 @@ async fn start_registration(shared: &Shared, conn: &Conn) {
 }
 
 /// A registered device: log it in if the sandbox linked it and the key matches.
-async fn start_login(shared: &Shared, conn: &Conn) {
+async fn start_login(shared: &Arc<Shared>, conn: &Conn) {
     let Some(jid) = conn.jid.as_deref() else {
         conn.close_with(stanza::failure(401)).await;
         return;
@@ -247,12 +247,26 @@ async fn start_login(shared: &Shared, conn: &Conn) {
         .attr("props", "1")
         .build();
     let _ = conn.send(success).await;
+    // A companion that logged in before the phone got its key share out gets it now.
+    bootstrap::share_app_state_keys(shared, conn).await;
 }
 
 async fn on_stanza(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
-    if node.tag != "iq" {
-        // ib, presence, receipts and acks need no answer from this server.
-        return;
+    match node.tag.as_ref() {
+        "iq" => {}
+        // The server acknowledges every receipt and message a client sends, as WhatsApp does;
+        // a receipt may be the companion's for the phone's key share.
+        "receipt" | "message" => {
+            if let (Some(jid), Some(id), "receipt") =
+                (conn.jid.as_deref(), stanza::id(&node), node.tag.as_ref())
+            {
+                bootstrap::on_receipt(shared, jid, &id);
+            }
+            let _ = conn.send(stanza::ack(&node)).await;
+            return;
+        }
+        // ib, presence and the client's own acks need no answer from this server.
+        _ => return,
     }
     let kind = stanza::attr(&node, "type").unwrap_or_default();
     if kind == "result" || kind == "error" {
@@ -262,6 +276,10 @@ async fn on_stanza(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
     let xmlns = stanza::attr(&node, "xmlns").unwrap_or_default();
     if xmlns == "md" {
         on_md_request(shared, conn, node).await;
+        return;
+    }
+    if xmlns == "encrypt" {
+        encrypt::answer(shared, conn, &node).await;
         return;
     }
     let answer = iq::answer(&node);

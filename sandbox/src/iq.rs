@@ -25,18 +25,11 @@ pub fn answer(request: &Node) -> Node {
             .attr("id", stanza::id(request).unwrap_or_default())
             .attr("t", stanza::now_secs().to_string())
             .build(),
-        // Going active, prekey uploads, signed-prekey rotation, dirty-bit cleaning, blocklist.
-        ("passive", _)
-        | ("encrypt", "registration" | "rotate" | "list")
-        | ("urn:xmpp:whatsapp:dirty", _)
-        | ("blocklist", _) => stanza::iq_result(request, Vec::new()),
-        // The key-bundle digest: an empty result means "nothing to compare"; a 404 would make
-        // the client upload its prekeys again and again.
-        ("encrypt", "digest") => stanza::iq_result(request, Vec::new()),
-        ("encrypt", "count") => stanza::iq_result(
-            request,
-            vec![NodeBuilder::new("count").attr("value", "812").build()],
-        ),
+        // Going active, dirty-bit cleaning, blocklist. Key requests (`encrypt`) are answered
+        // from the keys the server holds, in `encrypt`.
+        ("passive", _) | ("urn:xmpp:whatsapp:dirty", _) | ("blocklist", _) => {
+            stanza::iq_result(request, Vec::new())
+        }
         ("abt", _) => stanza::iq_result(
             request,
             vec![NodeBuilder::new("props").attr("protocol", "1").build()],

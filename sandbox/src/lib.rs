@@ -9,28 +9,33 @@
 //! sandbox's chain is shaped like WhatsApp's but cannot be signed by WhatsApp's root key.
 //!
 //! Modules depend only on modules before them in this order, so their dependencies form no
-//! cycle: `clock`, `config`, `stanza`, `wire`, `noise` → `conn`, `iq` → `accounts` → `shared` →
-//! `phone` → `pair_code` → `connection` → `server`. The connection handle (`conn`) sits below the
+//! cycle: `clock`, `config`, `stanza`, `wire`, `noise` → `conn`, `iq`, `keys` → `signal` →
+//! `accounts` → `shared` → `phone` → `pair_code` → `bootstrap` → `encrypt` → `connection` →
+//! `server`. The connection handle (`conn`) sits below the
 //! registry and the phone so that both drive clients without depending on the socket code
 //! (`connection`); `shared` sits below everything that takes it, and only `server` creates it.
 
 #![deny(unsafe_code)]
 
 mod accounts;
+mod bootstrap;
 pub mod clock;
 mod config;
 mod conn;
 mod connection;
+mod encrypt;
 mod iq;
+mod keys;
 pub mod noise;
 mod pair_code;
 mod phone;
 mod server;
 mod shared;
+mod signal;
 mod stanza;
 pub mod wire;
 
-pub use accounts::{AccountInfo, ClientInfo, ClientState};
+pub use accounts::{AccountInfo, ClientInfo, ClientState, KeyShare};
 pub use clock::ScaledRuntime;
 pub use config::SandboxConfig;
 pub use phone::{Linked, PhoneError};

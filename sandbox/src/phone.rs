@@ -13,7 +13,7 @@ use wacore_binary::builder::NodeBuilder;
 use wacore_libsignal::protocol::{KeyPair, PublicKey};
 use waproto::whatsapp as wa;
 
-use crate::accounts::Companion;
+use crate::accounts::{Companion, KeyShare};
 use crate::conn::{Conn, RequestError, device_jid, lock};
 use crate::shared::Shared;
 use crate::stanza;
@@ -187,7 +187,7 @@ pub(crate) async fn complete_pairing(
     let mut iq = stanza::iq_set(&conn.next_id(), "md", pair_success);
     iq.attrs.insert("t", stanza::now_secs().to_string());
     let answer = conn.request(iq).await?;
-    check_countersigned(&answer, &identity, &companion_identity)?;
+    let device_identity = check_countersigned(&answer, &identity, &companion_identity)?;
 
     {
         let mut registry = lock(&shared.registry);
@@ -201,8 +201,14 @@ pub(crate) async fn complete_pairing(
                 jid: jid.clone(),
                 lid: lid.clone(),
                 phone: phone.to_string(),
+                device,
                 noise_static: conn.client_static,
                 connection: None,
+                device_identity,
+                keys: None,
+                session: None,
+                key_share: KeyShare::Waiting,
+                key_share_message: None,
             },
         );
     }
@@ -257,12 +263,13 @@ fn signed_device_identity(
 }
 
 /// Checks the companion's answer to `pair-success`: its own device signature over the identity
-/// the phone signed.
+/// the phone signed. Returns the countersigned identity, which the server hands out with the
+/// companion's keys.
 fn check_countersigned(
     answer: &Node,
     account: &KeyPair,
     companion_identity: &[u8; 32],
-) -> Result<(), PhoneError> {
+) -> Result<Vec<u8>, PhoneError> {
     if stanza::attr(answer, "type").as_deref() == Some("error") {
         let error = stanza::child(answer, "error");
         return Err(PhoneError::Refused {
@@ -298,7 +305,7 @@ fn check_countersigned(
     if !valid {
         return Err(refused("device signature does not verify"));
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// Unlinks a companion: it is forgotten, and if online it is told at once (`device_removed`).

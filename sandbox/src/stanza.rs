@@ -60,6 +60,18 @@ pub fn iq_error(request: &Node, code: u16, text: &str) -> Node {
         .build()
 }
 
+/// `<ack class=.. id=..>` for a stanza a client sent: the server has taken it.
+pub fn ack(received: &Node) -> Node {
+    let mut b = NodeBuilder::new("ack")
+        .attr("class", received.tag.to_string())
+        .attr("id", id(received).unwrap_or_default())
+        .attr("from", SERVER);
+    if let Some(kind) = attr(received, "type") {
+        b = b.attr("type", kind);
+    }
+    b.build()
+}
+
 /// A server-initiated `<iq type="set" xmlns=..>` with one child.
 pub fn iq_set(id: &str, xmlns: &'static str, content: Node) -> Node {
     NodeBuilder::new("iq")
@@ -78,10 +90,12 @@ pub fn stream_error(code: u16) -> Node {
         .build()
 }
 
-/// `<stream:error><conflict type="device_removed"/></stream:error>`: the phone unlinked the
-/// companion while it was online.
+/// `<stream:error code="401"><conflict type="device_removed"/></stream:error>`: the phone
+/// unlinked the companion while it was online. The code is what clients that read it first
+/// (Baileys) take as logged out; clients that read the conflict first see the same.
 pub fn device_removed() -> Node {
     NodeBuilder::new("stream:error")
+        .attr("code", "401")
         .children([NodeBuilder::new("conflict")
             .attr("type", "device_removed")
             .build()])
@@ -96,10 +110,23 @@ pub fn failure(reason: u16) -> Node {
         .build()
 }
 
+/// A fresh message id in WhatsApp's form: `3EB0` and 16 hex digits.
+pub fn message_id() -> String {
+    format!("3EB0{:016X}", rand::random::<u64>())
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
+    since_epoch().as_secs()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    i64::try_from(since_epoch().as_millis()).unwrap_or(i64::MAX)
+}
+
+fn since_epoch() -> std::time::Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or_default()
 }

@@ -170,3 +170,15 @@ pub async fn link_by_qr(sandbox: &Sandbox) -> (TestClient, wagate_sandbox::Linke
     client.connected().await;
     (client, linked)
 }
+
+/// Waits until `holds` is true, checking every few milliseconds for up to [`STEP`].
+pub async fn eventually(what: &str, holds: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + STEP;
+    while !holds() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {STEP:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
