@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
+use crate::support::receiver::{Receiver, subscribe};
 use crate::support::{Gateway, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,4 +113,38 @@ async fn a_reconnect_while_a_pairing_code_is_requested_cancels_that_login_at_onc
     assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
     assert_eq!(answer.code(), "LOGIN_CANCELLED");
     gateway.sandbox.set_outage(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_real_time_a_device_is_logged_in_within_a_second_of_the_code_being_entered() {
+    let gateway = Gateway::start_with(Options {
+        time_scale: 1,
+        ..Options::default()
+    })
+    .await;
+    let api = gateway.tenant("acme").await;
+    let receiver = Receiver::start().await;
+    subscribe(&api, &receiver.url, &["logged_in"], None).await;
+    api.create_device("d1").await;
+    let login = api.post("/devices/d1/login/code?phone=628912344551").await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    let code = login.body["results"]["pair_code"]
+        .as_str()
+        .expect("pair_code");
+
+    let entered_at = tokio::time::Instant::now();
+    gateway
+        .sandbox
+        .enter_pair_code("628912344551", code)
+        .await
+        .expect("the phone links the device");
+    let logged_in = receiver
+        .wait_for("logged_in", Duration::from_secs(10))
+        .await;
+
+    let took = logged_in.at.duration_since(entered_at);
+    assert!(
+        took < Duration::from_secs(1),
+        "logged_in reached the receiver {took:?} after the code was entered"
+    );
 }

@@ -10,7 +10,9 @@ use poem::http::{HeaderMap, StatusCode};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use poem::web::Data;
 use poem::{EndpointExt, Response, Route, handler};
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use super::Api;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -220,4 +222,24 @@ impl Receiver {
             .find(|x| x.event()["type"] == event_type)
             .expect("present")
     }
+}
+
+/// Registers an endpoint for `events` at `url`; returns its id and secret.
+pub async fn subscribe(
+    api: &Api,
+    url: &str,
+    events: &[&str],
+    devices: Option<&[&str]>,
+) -> (String, String) {
+    let mut body = json!({ "url": url, "events": events, "description": "test receiver" });
+    if let Some(devices) = devices {
+        body["device_ids"] = json!(devices);
+    }
+    let answer = api.post_json("/webhooks", body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let results = &answer.body["results"];
+    (
+        results["id"].as_str().expect("id").to_string(),
+        results["secret"].as_str().expect("secret").to_string(),
+    )
 }
