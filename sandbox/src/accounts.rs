@@ -28,6 +28,10 @@ pub(crate) struct Phone {
     pub registration_id: u32,
     /// The phone's signed prekey, handed to companions that start a session with it.
     pub signed_prekey: SignedPrekey,
+    /// The account's push name, which the phone tells its companions.
+    pub push_name: String,
+    /// Set for a WhatsApp Business account: its business name, which `pair-success` carries.
+    pub business_name: Option<String>,
     /// The account's app-state sync key, which the phone shares with every companion it links.
     pub app_state_key: AppStateKey,
 }
@@ -80,6 +84,8 @@ pub(crate) struct Companion {
     pub key_share: KeyShare,
     /// The id of the message that carried the share, once sent.
     pub key_share_message: Option<String>,
+    /// Whether the phone has sent it the history-sync notification of its initial bootstrap.
+    pub history_sent: bool,
 }
 
 /// A linked companion as the sandbox reports it.
@@ -177,6 +183,8 @@ impl Registry {
             let identity = KeyPair::generate(&mut rand::rng());
             let signed_prekey = SignedPrekey::generate(&identity, 1);
             Phone {
+                push_name: format!("Sandbox {}", &number[number.len().saturating_sub(4)..]),
+                business_name: None,
                 identity,
                 signed_prekey,
                 lid_user: format!("1{:014}", 20_000_000_000_000u64 + seq * 7919),

@@ -1,8 +1,12 @@
 //! What the phone sends a companion it has linked, as soon as the companion's keys are on the
 //! server: the account's app-state sync key, encrypted over a Signal session built from the
-//! bundle the companion uploaded. A real phone does this within moments of the link; a client
-//! that gets no share waits for one before its first app-state sync.
+//! bundle the companion uploaded, and — once the companion has gone active and is waiting for
+//! its history — a history-sync notification carrying the initial bootstrap inline, with the
+//! account's push name. A real phone does this within moments of the link; a client that gets
+//! no share waits for one before its first app-state sync, and one that gets no history waits
+//! for that.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use buffa::Message as _;
@@ -20,12 +24,16 @@ use crate::stanza::{self, SERVER};
 /// What the phone needs from the registry to write to one companion.
 struct Outgoing {
     phone: String,
+    push_name: String,
     device: u16,
     raw_id: u32,
-    key: AppStateKey,
-    channel: Channel,
     identity: KeyPair,
     registration_id: u32,
+    channel: Channel,
+    /// The key to share, when the share is due.
+    key: Option<AppStateKey>,
+    /// Whether the history-sync notification is due.
+    history: bool,
 }
 
 /// The way to the companion: the session the phone has with it, or the bundle to start one.
@@ -34,38 +42,68 @@ enum Channel {
     New(FetchedBundle),
 }
 
-/// Shares the app-state key with the companion logged in on `conn`, unless it already has it or
-/// has not uploaded its keys yet. Called after every upload and every login.
-pub(crate) async fn share_app_state_keys(shared: &Arc<Shared>, conn: &Conn) {
+/// Sends the companion logged in on `conn` whatever of its bootstrap is due and not yet sent:
+/// the key share once its keys are on the server, the history-sync notification once it is
+/// also active. Called after every upload, login and activation; each part goes out once.
+pub(crate) async fn advance(shared: &Arc<Shared>, conn: &Conn) {
     let Some(jid) = conn.jid.as_deref() else {
         return;
     };
-    let Some(outgoing) = take_outgoing(shared, jid) else {
+    let Some(outgoing) = take_outgoing(shared, jid, conn.is_active()) else {
         return;
     };
-    let message_id = stanza::message_id();
-    let phone = outgoing.phone.clone();
-    let (session, sealed) = seal(outgoing).await;
-    let sent = match sealed {
-        Ok(sealed) => conn
-            .send(peer_message(&message_id, &phone, sealed))
-            .await
-            .is_ok(),
-        Err(e) => {
-            tracing::warn!("{e}");
-            false
-        }
-    };
+    let mut messages = Vec::new();
+    if let Some(key) = &outgoing.key {
+        messages.push((
+            Part::KeyShare,
+            key_share(key, outgoing.raw_id, outgoing.device),
+        ));
+    }
+    if outgoing.history {
+        messages.push((Part::History, history_notification(&outgoing)));
+    }
+    let (phone, push_name) = (outgoing.phone.clone(), outgoing.push_name.clone());
+    let (session, sealed) = seal(outgoing, messages).await;
+    let mut delivered = Vec::new();
+    for (part, sealed) in sealed {
+        let id = stanza::message_id();
+        let sent = match sealed {
+            Ok(sealed) => conn
+                .send(peer_message(&id, &phone, &push_name, sealed))
+                .await
+                .is_ok(),
+            Err(e) => {
+                tracing::warn!("{e}");
+                false
+            }
+        };
+        delivered.push((part, sent.then_some(id)));
+    }
     let mut registry = lock(&shared.registry);
-    if let Some(companion) = registry.companions.get_mut(jid) {
-        companion.session = session;
-        if sent {
-            companion.key_share = KeyShare::Sent;
-            companion.key_share_message = Some(message_id);
-        } else {
-            companion.key_share = KeyShare::Waiting;
+    let Some(companion) = registry.companions.get_mut(jid) else {
+        return;
+    };
+    companion.session = session;
+    for (part, id) in delivered {
+        match part {
+            Part::KeyShare => {
+                companion.key_share = if id.is_some() {
+                    KeyShare::Sent
+                } else {
+                    KeyShare::Waiting
+                };
+                companion.key_share_message = id;
+            }
+            Part::History => companion.history_sent = id.is_some(),
         }
     }
+}
+
+/// One part of a companion's bootstrap.
+#[derive(Clone, Copy)]
+enum Part {
+    KeyShare,
+    History,
 }
 
 /// Marks the key share delivered when `receipt` (from the connection logged in as `jid`) is the
@@ -79,35 +117,48 @@ pub(crate) fn on_receipt(shared: &Shared, jid: &str, receipt_id: &str) {
     }
 }
 
-/// Claims the share for `jid` under the lock (so two triggers send it once) and takes out what
-/// encrypting it needs; `None` when there is nothing to send.
-fn take_outgoing(shared: &Shared, jid: &str) -> Option<Outgoing> {
+/// Claims what is due for `jid` under the lock (so two triggers send each part once) and takes
+/// out what encrypting it needs; `None` when nothing is due or the keys are not there yet.
+fn take_outgoing(shared: &Shared, jid: &str, active: bool) -> Option<Outgoing> {
     let mut registry = lock(&shared.registry);
     let companion = registry.companions.get_mut(jid)?;
-    if companion.key_share != KeyShare::Waiting {
+    let share = companion.key_share == KeyShare::Waiting;
+    let history = active && !companion.history_sent;
+    if !share && !history {
         return None;
     }
     let channel = match companion.session.take() {
         Some(session) => Channel::Open(Box::new(session)),
         None => Channel::New(companion.keys.as_mut()?.fetch()),
     };
-    companion.key_share = KeyShare::Sent;
+    if share {
+        companion.key_share = KeyShare::Sent;
+    }
+    companion.history_sent |= history;
     let (phone, device) = (companion.phone.clone(), companion.device);
     let account = registry.phone(&phone);
     Some(Outgoing {
         device,
         raw_id: account.raw_id,
-        key: account.app_state_key.clone(),
         identity: account.identity.clone(),
         registration_id: account.registration_id,
+        push_name: account.push_name.clone(),
+        key: share.then(|| account.app_state_key.clone()),
+        history,
         phone,
         channel,
     })
 }
 
-/// Encrypts the share, starting the session from the fetched bundle when there is none yet.
-/// Hands back the session (to be kept for the next message) with the outcome.
-async fn seal(outgoing: Outgoing) -> (Option<PhoneSession>, Result<Sealed, EncryptError>) {
+/// Encrypts `messages` in order, starting the session from the fetched bundle when there is
+/// none yet. Hands back the session (to be kept for the next message) with each outcome.
+async fn seal(
+    outgoing: Outgoing,
+    messages: Vec<(Part, wa::Message)>,
+) -> (
+    Option<PhoneSession>,
+    Vec<(Part, Result<Sealed, EncryptError>)>,
+) {
     let mut session = match outgoing.channel {
         Channel::Open(session) => *session,
         Channel::New(bundle) => match PhoneSession::start(
@@ -120,12 +171,53 @@ async fn seal(outgoing: Outgoing) -> (Option<PhoneSession>, Result<Sealed, Encry
         .await
         {
             Ok(session) => session,
-            Err(e) => return (None, Err(e)),
+            Err(e) => {
+                tracing::warn!("{e}");
+                let failed = messages.into_iter().map(|(part, _)| (part, Err(e.clone())));
+                return (None, failed.collect());
+            }
         },
     };
-    let plaintext = padded(&key_share(&outgoing.key, outgoing.raw_id, outgoing.device));
-    let sealed = session.encrypt(&plaintext).await;
+    let mut sealed = Vec::new();
+    for (part, message) in messages {
+        sealed.push((part, session.encrypt(&padded(&message)).await));
+    }
     (Some(session), sealed)
+}
+
+/// The initial bootstrap a phone sends a new companion: no chats (the sandbox has none), the
+/// account's push name, inline and zlib-compressed as WhatsApp sends a small first chunk.
+fn history_notification(outgoing: &Outgoing) -> wa::Message {
+    let history = wa::HistorySync {
+        sync_type: wa::history_sync::HistorySyncType::INITIAL_BOOTSTRAP,
+        chunk_order: Some(1),
+        progress: Some(100),
+        pushnames: vec![wa::Pushname {
+            id: Some(format!("{}@{SERVER}", outgoing.phone)),
+            pushname: Some(outgoing.push_name.clone()),
+        }],
+        ..Default::default()
+    };
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    let compressed = zlib
+        .write_all(&history.encode_to_vec())
+        .and_then(|()| zlib.finish())
+        .unwrap_or_default();
+    let notification = wa::message::HistorySyncNotification {
+        sync_type: Some(wa::message::HistorySyncType::INITIAL_BOOTSTRAP),
+        chunk_order: Some(1),
+        progress: Some(100),
+        initial_hist_bootstrap_inline_payload: Some(compressed),
+        ..Default::default()
+    };
+    wa::Message {
+        protocol_message: buffa::MessageField::some(wa::message::ProtocolMessage {
+            r#type: Some(wa::message::protocol_message::Type::HISTORY_SYNC_NOTIFICATION),
+            history_sync_notification: buffa::MessageField::some(notification),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// The `Message` carrying the account's app-state key.
@@ -167,11 +259,13 @@ fn padded(message: &wa::Message) -> Vec<u8> {
     bytes
 }
 
-/// A message from the phone (device 0 of `phone`) to one of its own companions.
-fn peer_message(id: &str, phone: &str, sealed: Sealed) -> wacore_binary::Node {
+/// A message from the phone (device 0 of `phone`) to one of its own companions; `notify` carries
+/// the sender's push name, as on every message WhatsApp relays.
+fn peer_message(id: &str, phone: &str, push_name: &str, sealed: Sealed) -> wacore_binary::Node {
     NodeBuilder::new("message")
         .attr("from", format!("{phone}@{SERVER}"))
         .attr("id", id)
+        .attr("notify", push_name)
         .attr("type", "text")
         .attr("category", "peer")
         .attr("t", stanza::now_secs().to_string())

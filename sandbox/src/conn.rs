@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -62,6 +62,8 @@ pub(crate) struct Conn {
     /// `companion_finish` waiters by pairing ref: the phone decides how to answer them.
     finish_waiters: Mutex<HashMap<Vec<u8>, oneshot::Sender<Node>>>,
     next_id: AtomicU64,
+    /// Set once the client has left passive mode, i.e. it is ready for what was queued for it.
+    active: AtomicBool,
 }
 
 impl Conn {
@@ -83,8 +85,19 @@ impl Conn {
             pending: Mutex::new(HashMap::new()),
             finish_waiters: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            active: AtomicBool::new(false),
         };
         (conn, out_rx)
+    }
+
+    /// Records that the client went active.
+    pub fn set_active(&self) {
+        self.active.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the client has gone active on this connection.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// Queues a stanza for the client.

@@ -245,10 +245,14 @@ async fn start_login(shared: &Arc<Shared>, conn: &Conn) {
         .attr("t", stanza::now_secs().to_string())
         .attr("lid", lid)
         .attr("props", "1")
+        // The versions of the server-side flags: a client refetches them when they change.
+        .attr("abprops", "1")
+        .attr("group_abprops", "1")
+        .attr("location", "sandbox")
         .build();
     let _ = conn.send(success).await;
     // A companion that logged in before the phone got its key share out gets it now.
-    bootstrap::share_app_state_keys(shared, conn).await;
+    bootstrap::advance(shared, conn).await;
 }
 
 async fn on_stanza(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
@@ -282,17 +286,25 @@ async fn on_stanza(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
         encrypt::answer(shared, conn, &node).await;
         return;
     }
-    let answer = iq::answer(&node);
+    let lid_of = |number: &str| {
+        let registry = lock(&shared.registry);
+        let phone = registry.phones.get(number)?;
+        Some(format!("{}@lid", phone.lid_user))
+    };
+    let answer = iq::answer(&node, &lid_of);
     let went_active = xmlns == "passive" && stanza::child(&node, "active").is_some();
     let _ = conn.send(answer).await;
     if went_active && conn.jid.is_some() {
         // The client waits for the end of offline delivery after going active; nothing is
-        // queued for it here, so the end comes at once.
+        // queued for it here, so the end comes at once. Then the phone's bootstrap may follow:
+        // a client counts a history sync only once offline delivery has ended.
         let offline = NodeBuilder::new("ib")
             .attr("from", SERVER)
             .children([NodeBuilder::new("offline").attr("count", "0").build()])
             .build();
         let _ = conn.send(offline).await;
+        conn.set_active();
+        bootstrap::advance(shared, conn).await;
     }
 }
 

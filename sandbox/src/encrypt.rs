@@ -43,7 +43,7 @@ pub(crate) async fn answer(shared: &Arc<Shared>, conn: &Conn, request: &Node) {
     let accepted = stanza::attr(&answer, "type").as_deref() == Some("result");
     let _ = conn.send(answer).await;
     if uploaded && accepted {
-        bootstrap::share_app_state_keys(shared, conn).await;
+        bootstrap::advance(shared, conn).await;
     }
 }
 

@@ -9,8 +9,9 @@ use wacore_binary::builder::NodeBuilder;
 
 use crate::stanza::{self, SERVER};
 
-/// The answer to one `<iq type="get|set">` from a client.
-pub fn answer(request: &Node) -> Node {
+/// The answer to one `<iq type="get|set">` from a client; `lid_of` names the LID of a phone
+/// number the server knows, for LID lookups.
+pub fn answer(request: &Node, lid_of: &dyn Fn(&str) -> Option<String>) -> Node {
     let xmlns = stanza::attr(request, "xmlns").unwrap_or_default();
     let first_child = request
         .children()
@@ -35,6 +36,7 @@ pub fn answer(request: &Node) -> Node {
             vec![NodeBuilder::new("props").attr("protocol", "1").build()],
         ),
         ("privacy", _) => stanza::iq_result(request, vec![NodeBuilder::new("privacy").build()]),
+        ("usync", _) if asks_only_for_lids(request) => lid_lookup(request, lid_of),
         // Device lists: an empty list means "unchanged".
         ("usync", _) => stanza::iq_result(
             request,
@@ -47,6 +49,48 @@ pub fn answer(request: &Node) -> Node {
         ("w:sync:app:state", _) => app_state(request),
         _ => stanza::iq_error(request, 501, "feature-not-implemented"),
     }
+}
+
+/// Whether a usync query asks for LIDs and nothing else (a client that learns its own account's
+/// LID mapping from a message asks this way).
+fn asks_only_for_lids(request: &Node) -> bool {
+    let protocols: Vec<String> = stanza::child(request, "usync")
+        .and_then(|u| stanza::child(u, "query"))
+        .and_then(|q| q.children())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.tag.to_string())
+        .collect();
+    protocols == ["lid"]
+}
+
+/// `<user jid><lid val/></user>` for every listed user whose LID the server knows.
+fn lid_lookup(request: &Node, lid_of: &dyn Fn(&str) -> Option<String>) -> Node {
+    let users = stanza::child(request, "usync")
+        .and_then(|u| stanza::child(u, "list"))
+        .and_then(|l| l.children())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|user| {
+            let jid = stanza::attr(user, "jid")?;
+            let number = jid.split(['@', ':']).next()?;
+            let lid = lid_of(number)?;
+            Some(
+                NodeBuilder::new("user")
+                    .attr("jid", jid.as_str())
+                    .children([NodeBuilder::new("lid").attr("val", lid).build()])
+                    .build(),
+            )
+        })
+        .collect::<Vec<_>>();
+    stanza::iq_result(
+        request,
+        vec![
+            NodeBuilder::new("usync")
+                .children([NodeBuilder::new("list").children(users).build()])
+                .build(),
+        ],
+    )
 }
 
 /// App-state sync: every requested collection comes back empty, which the client counts as

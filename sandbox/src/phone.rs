@@ -157,12 +157,18 @@ pub(crate) async fn complete_pairing(
     companion_identity: [u8; 32],
     adv_secret: [u8; 32],
 ) -> Result<Linked, PhoneError> {
-    let (identity, raw_id, device, lid_user) = {
+    let (identity, raw_id, device, lid_user, business_name) = {
         let mut registry = lock(&shared.registry);
         let p = registry.phone(phone);
         let device = p.next_device;
         p.next_device += 1;
-        (p.identity.clone(), p.raw_id, device, p.lid_user.clone())
+        (
+            p.identity.clone(),
+            p.raw_id,
+            device,
+            p.lid_user.clone(),
+            p.business_name.clone(),
+        )
     };
     let jid = device_jid(phone, u32::from(device));
     let lid = format!("{lid_user}:{device}@lid");
@@ -174,16 +180,28 @@ pub(crate) async fn complete_pairing(
         &companion_identity,
         &adv_secret,
     );
-    let pair_success = NodeBuilder::new("pair-success")
-        .children([
-            NodeBuilder::new("device-identity").bytes(container).build(),
-            NodeBuilder::new("device")
-                .attr("jid", jid.as_str())
-                .attr("lid", lid.as_str())
-                .build(),
-            NodeBuilder::new("platform").attr("name", "android").build(),
-        ])
-        .build();
+    let mut children = vec![
+        NodeBuilder::new("device-identity").bytes(container).build(),
+        NodeBuilder::new("device")
+            .attr("jid", jid.as_str())
+            .attr("lid", lid.as_str())
+            .build(),
+        NodeBuilder::new("platform").attr("name", "android").build(),
+        // The account's state as the phone reports it; the sandbox's chats are LID-migrated.
+        NodeBuilder::new("client-props")
+            .bytes(
+                wa::ClientPairingProps {
+                    is_chat_db_lid_migrated: Some(true),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            )
+            .build(),
+    ];
+    if let Some(name) = business_name {
+        children.push(NodeBuilder::new("biz").attr("name", name).build());
+    }
+    let pair_success = NodeBuilder::new("pair-success").children(children).build();
     let mut iq = stanza::iq_set(&conn.next_id(), "md", pair_success);
     iq.attrs.insert("t", stanza::now_secs().to_string());
     let answer = conn.request(iq).await?;
@@ -209,6 +227,7 @@ pub(crate) async fn complete_pairing(
                 session: None,
                 key_share: KeyShare::Waiting,
                 key_share_message: None,
+                history_sent: false,
             },
         );
     }
@@ -306,6 +325,13 @@ fn check_countersigned(
         return Err(refused("device signature does not verify"));
     }
     Ok(bytes)
+}
+
+/// Makes `phone`'s account a WhatsApp Business account named `name`.
+pub(crate) fn make_business(shared: &Shared, phone: &str, name: &str) -> Result<(), PhoneError> {
+    let phone = normalize_phone(phone)?;
+    lock(&shared.registry).phone(&phone).business_name = Some(name.to_string());
+    Ok(())
 }
 
 /// Unlinks a companion: it is forgotten, and if online it is told at once (`device_removed`).

@@ -108,6 +108,12 @@ impl Sandbox {
         pair_code::enter_pair_code(&self.shared, phone, code).await
     }
 
+    /// Makes the account of `phone` a WhatsApp Business account named `name`: companions it
+    /// links learn the name from `pair-success`.
+    pub fn make_business(&self, phone: &str, name: &str) -> Result<(), PhoneError> {
+        phone::make_business(&self.shared, phone, name)
+    }
+
     /// The phone unlinks the companion `jid`; an online client is logged out at once.
     pub async fn unlink(&self, jid: &str) -> Result<(), PhoneError> {
         phone::unlink(&self.shared, jid).await
@@ -173,6 +179,7 @@ fn routes() -> Route {
         .at("/phone/scan", post(phone_scan))
         .at("/phone/pair-code", post(phone_pair_code))
         .at("/phone/unlink", post(phone_unlink))
+        .at("/phone/business", post(phone_business))
         .at("/accounts", get(list_accounts))
         .at("/clients", get(list_clients))
         .at("/outage", post(set_outage))
@@ -268,6 +275,25 @@ async fn phone_unlink(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Respon
     };
     match phone::unlink(shared, &body.jid).await {
         Ok(()) => Json(json!({ "unlinked": body.jid })).into_response(),
+        Err(e) => phone_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BusinessBody {
+    phone: String,
+    name: String,
+}
+
+#[handler]
+fn phone_business(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: BusinessBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match phone::make_business(shared, &body.phone, &body.name) {
+        Ok(()) => Json(json!({ "phone": body.phone, "business_name": body.name })).into_response(),
         Err(e) => phone_error(e),
     }
 }

@@ -13,11 +13,20 @@ use wacore_libsignal::protocol::{
 use crate::keys::FetchedBundle;
 
 /// The phone could not encrypt for a companion.
-#[derive(Debug, Error)]
-#[error("the phone cannot encrypt for companion {address}: {source}")]
+#[derive(Debug, Clone, Error)]
+#[error("the phone cannot encrypt for companion {address}: {reason}")]
 pub struct EncryptError {
     address: String,
-    source: signal::SignalProtocolError,
+    reason: String,
+}
+
+impl EncryptError {
+    fn new(address: &ProtocolAddress, source: signal::SignalProtocolError) -> Self {
+        Self {
+            address: address.to_string(),
+            reason: source.to_string(),
+        }
+    }
 }
 
 /// An encrypted message and the `<enc type>` that names its kind.
@@ -55,10 +64,7 @@ impl PhoneSession {
             },
             session: Session(None),
         };
-        let failed = |source| EncryptError {
-            address: address.to_string(),
-            source,
-        };
+        let failed = |source| EncryptError::new(&address, source);
         let key = |bytes: &[u8]| PublicKey::from_djb_public_key_bytes(bytes).map_err(Into::into);
         let prekey = match bundle.prekey {
             Some((id, public)) => Some((id.into(), key(&public).map_err(failed)?)),
@@ -98,10 +104,7 @@ impl PhoneSession {
             &mut self.identities,
         )
         .await
-        .map_err(|source| EncryptError {
-            address: self.address.to_string(),
-            source,
-        })?;
+        .map_err(|source| EncryptError::new(&self.address, source))?;
         let kind = match message.message_type() {
             CiphertextMessageType::PreKey => "pkmsg",
             _ => "msg",

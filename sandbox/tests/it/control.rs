@@ -1,45 +1,8 @@
 //! The standalone `wagate-sandbox` binary and its JSON control API.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-
 use serde_json::{Value, json};
 
-/// The binary, started on a free port; killed when dropped.
-struct Standalone {
-    child: Child,
-    base: String,
-    ws: String,
-}
-
-impl Standalone {
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wagate-sandbox"))
-            .args(["--listen", "127.0.0.1:0", "--time-scale", "10"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("wagate-sandbox starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("it prints its websocket URL");
-        let ws = line.trim().to_string();
-        let base = ws
-            .strip_prefix("ws://")
-            .and_then(|rest| rest.strip_suffix("/ws/chat"))
-            .map(|host| format!("http://{host}"))
-            .unwrap_or_else(|| panic!("unexpected first line {ws:?}"));
-        Self { child, base, ws }
-    }
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::standalone::Standalone;
 
 async fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
     let response = reqwest::Client::new()

@@ -203,3 +203,41 @@ async fn fifty_clients_link_concurrently() {
     assert_eq!(jids.len(), 50);
     assert_eq!(sandbox.accounts().len(), 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_business_account_names_itself_in_pair_success() {
+    let sandbox = sandbox(6, 10).await;
+    sandbox
+        .make_business("628912344551", "Acme Support")
+        .expect("a valid phone");
+    let mut client = TestClient::new(&sandbox).await;
+    let (qr, _) = client.next_qr().await;
+
+    sandbox
+        .scan_qr_as("628912344551", &qr)
+        .await
+        .expect("the phone links the client");
+    let business_name = client
+        .wait_for("PairSuccess", |e| match e {
+            Event::PairSuccess(p) => Some(p.business_name.clone()),
+            _ => None,
+        })
+        .await;
+
+    assert_eq!(business_name, "Acme Support");
+    client.connected().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_scans_the_wa_me_form_of_a_qr_code() {
+    let sandbox = sandbox(6, 10).await;
+    let mut client = TestClient::new(&sandbox).await;
+    let (qr, _) = client.next_qr().await;
+
+    let deep_link = format!("https://wa.me/settings/linked_devices#{qr}");
+    sandbox
+        .scan_qr(&deep_link)
+        .await
+        .expect("the deep link is the same code");
+    client.connected().await;
+}
