@@ -158,24 +158,15 @@ impl KeyBundle {
             .prekeys
             .iter()
             .map(|(id, _)| NodeBuilder::new("id").bytes(id24_bytes(*id)).build());
-        NodeBuilder::new("digest")
-            .children([
-                NodeBuilder::new("registration")
-                    .bytes(self.registration_id.to_be_bytes().to_vec())
-                    .build(),
-                NodeBuilder::new("type")
-                    .bytes(vec![KEY_TYPE_CURVE25519])
-                    .build(),
-                NodeBuilder::new("identity")
-                    .bytes(self.identity.to_vec())
-                    .build(),
-                signed_prekey_node(&self.signed_prekey),
-                NodeBuilder::new("list").children(ids).build(),
-                NodeBuilder::new("hash")
-                    .bytes(hash.finalize().to_vec())
-                    .build(),
-            ])
-            .build()
+        let mut children =
+            identity_nodes(self.registration_id, &self.identity, &self.signed_prekey);
+        children.push(NodeBuilder::new("list").children(ids).build());
+        children.push(
+            NodeBuilder::new("hash")
+                .bytes(hash.finalize().to_vec())
+                .build(),
+        );
+        NodeBuilder::new("digest").children(children).build()
     }
 }
 
@@ -183,18 +174,8 @@ impl FetchedBundle {
     /// The `<user>` entry of a prekey fetch answer for `jid`; a companion's carries its signed
     /// device identity, as WhatsApp's do.
     pub fn user_node(&self, jid: &str, device_identity: Option<&[u8]>) -> Node {
-        let mut children = vec![
-            NodeBuilder::new("registration")
-                .bytes(self.registration_id.to_be_bytes().to_vec())
-                .build(),
-            NodeBuilder::new("type")
-                .bytes(vec![KEY_TYPE_CURVE25519])
-                .build(),
-            NodeBuilder::new("identity")
-                .bytes(self.identity.to_vec())
-                .build(),
-            signed_prekey_node(&self.signed_prekey),
-        ];
+        let mut children =
+            identity_nodes(self.registration_id, &self.identity, &self.signed_prekey);
         if let Some((id, public)) = self.prekey {
             children.push(
                 NodeBuilder::new("key")
@@ -221,6 +202,23 @@ impl FetchedBundle {
 
 /// The key type byte WhatsApp sends next to every key: Curve25519.
 const KEY_TYPE_CURVE25519: u8 = 5;
+
+/// The children every bundle answer starts with: registration id, key type, identity key and
+/// signed prekey.
+fn identity_nodes(registration_id: u32, identity: &[u8; 32], skey: &SignedPrekey) -> Vec<Node> {
+    vec![
+        NodeBuilder::new("registration")
+            .bytes(registration_id.to_be_bytes().to_vec())
+            .build(),
+        NodeBuilder::new("type")
+            .bytes(vec![KEY_TYPE_CURVE25519])
+            .build(),
+        NodeBuilder::new("identity")
+            .bytes(identity.to_vec())
+            .build(),
+        signed_prekey_node(skey),
+    ]
+}
 
 fn signed_prekey_node(key: &SignedPrekey) -> Node {
     NodeBuilder::new("skey")

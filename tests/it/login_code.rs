@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::support::receiver::{Receiver, subscribe};
+use crate::support::receiver::subscribed;
 use crate::support::{Gateway, Options};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,14 +117,9 @@ async fn a_reconnect_while_a_pairing_code_is_requested_cancels_that_login_at_onc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_real_time_a_device_is_logged_in_within_a_second_of_the_code_being_entered() {
-    let gateway = Gateway::start_with(Options {
-        time_scale: 1,
-        ..Options::default()
-    })
-    .await;
+    let gateway = Gateway::start_with(Options::real_time()).await;
     let api = gateway.tenant("acme").await;
-    let receiver = Receiver::start().await;
-    subscribe(&api, &receiver.url, &["logged_in"], None).await;
+    let (receiver, _) = subscribed(&api, &["logged_in"]).await;
     api.create_device("d1").await;
     let login = api.post("/devices/d1/login/code?phone=628912344551").await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.body);
@@ -142,7 +137,7 @@ async fn at_real_time_a_device_is_logged_in_within_a_second_of_the_code_being_en
         .wait_for("logged_in", Duration::from_secs(10))
         .await;
 
-    let took = logged_in.at.duration_since(entered_at);
+    let took = logged_in.arrived_after(entered_at);
     assert!(
         took < Duration::from_secs(1),
         "logged_in reached the receiver {took:?} after the code was entered"

@@ -7,27 +7,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::standalone::Standalone;
-
-/// The variable that makes the referee's tools required (`.ci/run` sets it).
-const REQUIRED: &str = "WAGATE_REQUIRE_TEST_TOOLS";
+use crate::tools::skip_for;
 
 /// Longer than the referee's own limits (four scenarios of at most 45 s each).
 const REFEREE_LIMIT: Duration = Duration::from_secs(300);
-
-/// True when the test must be skipped because of `missing` (install hints, empty when nothing
-/// is missing); panics instead where the tools are required.
-fn skip_for(missing: &[&str], purpose: &str) -> bool {
-    if missing.is_empty() {
-        return false;
-    }
-    let how = missing.join("; ");
-    assert!(
-        std::env::var_os(REQUIRED).is_none(),
-        "{purpose} needs tools that are missing: {how}"
-    );
-    eprintln!("skipped: {how} to {purpose}");
-    true
-}
 
 #[test]
 fn baileys_links_by_qr_and_code_reconnects_and_sees_an_unlink_as_logged_out() {

@@ -8,3 +8,6 @@ mod linking;
 mod session;
 mod standalone;
 mod support;
+// The gateway's tests and these share one rule for the tools `.ci/run` installs.
+#[path = "../../../tests/it/support/tools.rs"]
+mod tools;

@@ -48,6 +48,16 @@ pub struct Options {
     pub admin: Option<(&'static str, &'static str)>,
 }
 
+impl Options {
+    /// The defaults with the sandbox's clients at real time, for bounds on how soon things happen.
+    pub fn real_time() -> Self {
+        Self {
+            time_scale: 1,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Self {

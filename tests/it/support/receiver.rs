@@ -34,6 +34,12 @@ impl Received {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 
+    /// How long after `since` it arrived; panics if it arrived first.
+    pub fn arrived_after(&self, since: Instant) -> Duration {
+        assert!(self.at >= since, "it arrived before the moment it follows");
+        self.at.duration_since(since)
+    }
+
     /// A header's value.
     pub fn header(&self, name: &str) -> &str {
         self.headers
@@ -242,4 +248,11 @@ pub async fn subscribe(
         results["id"].as_str().expect("id").to_string(),
         results["secret"].as_str().expect("secret").to_string(),
     )
+}
+
+/// A receiver subscribed to `events` of `api`'s tenant, and its endpoint's secret.
+pub async fn subscribed(api: &Api, events: &[&str]) -> (Receiver, String) {
+    let receiver = Receiver::start().await;
+    let (_, secret) = subscribe(api, &receiver.url, events, None).await;
+    (receiver, secret)
 }
