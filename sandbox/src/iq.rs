@@ -31,10 +31,7 @@ pub fn answer(request: &Node, lid_of: &dyn Fn(&str) -> Option<String>) -> Node {
         ("passive", _) | ("urn:xmpp:whatsapp:dirty", _) | ("blocklist", _) => {
             stanza::iq_result(request, Vec::new())
         }
-        ("abt", _) => stanza::iq_result(
-            request,
-            vec![NodeBuilder::new("props").attr("protocol", "1").build()],
-        ),
+        ("abt", _) => stanza::iq_result(request, vec![ab_props(request)]),
         ("privacy", _) => stanza::iq_result(request, vec![NodeBuilder::new("privacy").build()]),
         ("usync", _) if asks_only_for_lids(request) => lid_lookup(request, lid_of),
         // Device lists: an empty list means "unchanged".
@@ -49,6 +46,40 @@ pub fn answer(request: &Node, lid_of: &dyn Fn(&str) -> Option<String>) -> Node {
         ("w:sync:app:state", _) => app_state(request),
         _ => stanza::iq_error(request, 501, "feature-not-implemented"),
     }
+}
+
+/// The version of the sandbox's A/B configuration; a client that already holds it is told so.
+const AB_PROPS_HASH: &str = "5a4e4c";
+
+/// `<props>` as WhatsApp answers an A/B config query: its version (`hash`), how often to ask
+/// again, and the entries — none when the client's `hash` is current. The sandbox's entries
+/// change nothing: one config no client knows (it names the server as the sandbox) and one
+/// sampling entry that turns a telemetry event off.
+fn ab_props(request: &Node) -> Node {
+    let current = stanza::child(request, "props")
+        .and_then(|p| stanza::attr(p, "hash"))
+        .is_some_and(|h| h == AB_PROPS_HASH);
+    let props = NodeBuilder::new("props")
+        .attr("protocol", "1")
+        .attr("ab_key", "sandbox")
+        .attr("hash", AB_PROPS_HASH)
+        .attr("refresh", "86400")
+        .attr("refresh_id", "1");
+    if current {
+        return props.build();
+    }
+    props
+        .children([
+            NodeBuilder::new("prop")
+                .attr("config_code", "99999")
+                .attr("config_value", "wagate-sandbox")
+                .build(),
+            NodeBuilder::new("prop")
+                .attr("event_code", "5138")
+                .attr("sampling_weight", "-1")
+                .build(),
+        ])
+        .build()
 }
 
 /// Whether a usync query asks for LIDs and nothing else (a client that learns its own account's

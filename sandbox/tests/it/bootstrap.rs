@@ -5,8 +5,10 @@
 use std::time::{Duration, Instant};
 
 use wagate_sandbox::KeyShare;
+use whatsapp_rust::types::events::Event;
 use whatsapp_rust::wacore::iq::prekeys::{DigestKeyBundleSpec, PreKeyCountSpec};
 use whatsapp_rust::wacore::prekeys::{compute_key_bundle_digest, extract_prekey_public_key};
+use whatsapp_rust::waproto::whatsapp::history_sync::HistorySyncType;
 
 use crate::support::{TestClient, eventually, link_by_qr, sandbox};
 
@@ -114,4 +116,36 @@ async fn the_digest_matches_the_bundle_the_client_holds() {
     );
     assert!(!digest.prekey_ids.is_empty());
     assert_eq!(digest.hash, local, "the server's hash is the client's own");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_sends_the_initial_history_with_its_push_name() {
+    let sandbox = sandbox(6, 10).await;
+    let mut client = TestClient::keeping_history(&sandbox).await;
+    let (qr, _) = client.next_qr().await;
+    let linked = sandbox
+        .scan_qr_as("628912344551", &qr)
+        .await
+        .expect("the phone links the client");
+
+    let history = client
+        .wait_for("HistorySync", |e| match e {
+            Event::HistorySync(h) => Some(h.clone()),
+            _ => None,
+        })
+        .await;
+
+    assert_eq!(
+        history.sync_type(),
+        HistorySyncType::INITIAL_BOOTSTRAP as i32,
+        "the first chunk a phone sends"
+    );
+    let content = history.get().expect("the inline payload decodes");
+    let own = content
+        .pushnames
+        .iter()
+        .find(|p| p.id.as_deref() == Some("628912344551@s.whatsapp.net"))
+        .expect("the account's own push name");
+    assert!(!own.pushname.clone().unwrap_or_default().is_empty());
+    assert!(linked.jid.starts_with("628912344551:"));
 }

@@ -1,6 +1,7 @@
 //! A linked device's life after login: unlinking, dropped sockets, returning clients.
 
 use whatsapp_rust::types::events::Event;
+use whatsapp_rust::wacore::iq::props::PropsSpec;
 
 use crate::support::{TestClient, link_by_qr, sandbox};
 
@@ -84,4 +85,27 @@ async fn an_unlinked_device_is_refused_at_login() {
         .await;
 
     assert!(on_connect, "the refusal comes at login");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ab_config_has_a_version_and_is_not_resent_to_a_client_that_holds_it() {
+    let sandbox = sandbox(6, 10).await;
+    let (client, _) = link_by_qr(&sandbox).await;
+
+    let first = client
+        .client
+        .execute(PropsSpec::new())
+        .await
+        .expect("the config is answered");
+    let hash = first.hash.clone().expect("a version to ask with next time");
+    let again = client
+        .client
+        .execute(PropsSpec::with_hash(hash.clone()))
+        .await
+        .expect("the config is answered");
+
+    assert!(first.refresh.is_some_and(|r| r > 0), "{first:?}");
+    assert!(!first.experiment_props.is_empty(), "{first:?}");
+    assert_eq!(again.hash.as_deref(), Some(hash.as_str()));
+    assert!(again.experiment_props.is_empty(), "{again:?}");
 }

@@ -68,28 +68,51 @@ impl TestClient {
 
     /// A client on an existing store, as after a process restart.
     pub async fn with_backend(sandbox: &Sandbox, backend: Arc<dyn Backend>) -> Self {
-        Self::build(&sandbox.ws_url(), sandbox.config().time_scale, backend).await
+        Self::build(
+            &sandbox.ws_url(),
+            sandbox.config().time_scale,
+            backend,
+            false,
+        )
+        .await
+    }
+
+    /// A brand-new device that processes the history its phone sends (the gateway skips it).
+    pub async fn keeping_history(sandbox: &Sandbox) -> Self {
+        let backend = Arc::new(InMemoryBackend::new());
+        Self::build(
+            &sandbox.ws_url(),
+            sandbox.config().time_scale,
+            backend,
+            true,
+        )
+        .await
     }
 
     /// A brand-new device connecting to the sandbox at `ws_url`, timers `time_scale` times faster.
     pub async fn at(ws_url: &str, time_scale: u32) -> Self {
-        Self::build(ws_url, time_scale, Arc::new(InMemoryBackend::new())).await
+        Self::build(ws_url, time_scale, Arc::new(InMemoryBackend::new()), false).await
     }
 
-    async fn build(ws_url: &str, time_scale: u32, backend: Arc<dyn Backend>) -> Self {
+    async fn build(
+        ws_url: &str,
+        time_scale: u32,
+        backend: Arc<dyn Backend>,
+        history: bool,
+    ) -> Self {
         let (tx, events) = mpsc::unbounded_channel();
-        let bot = Bot::builder()
+        let mut bot = Bot::builder()
             .with_backend_arc(Arc::clone(&backend))
             .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(ws_url))
             .with_http_client(NoHttp)
             .with_runtime(ScaledRuntime::new(time_scale))
             .with_version((2, 3000, 1_023_000_000))
             .with_push_name("wagate test")
-            .skip_history_sync()
-            .with_event_handler(Forward(tx))
-            .build()
-            .await
-            .expect("client builds");
+            .with_event_handler(Forward(tx));
+        if !history {
+            bot = bot.skip_history_sync();
+        }
+        let bot = bot.build().await.expect("client builds");
         let client = bot.client();
         let handle = bot.spawn();
         Self {
