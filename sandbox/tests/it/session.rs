@@ -14,9 +14,9 @@ async fn unlinking_from_the_phone_logs_the_client_out() {
         .unlink(&linked.jid)
         .await
         .expect("the device was linked");
-    let on_connect = client
+    let (on_connect, stanza) = client
         .wait_for("LoggedOut", |e| match e {
-            Event::LoggedOut(out) => Some(out.on_connect),
+            Event::LoggedOut(out) => Some((out.on_connect, out.raw.clone())),
             _ => None,
         })
         .await;
@@ -25,6 +25,18 @@ async fn unlinking_from_the_phone_logs_the_client_out() {
         !on_connect,
         "an online device is logged out where it stands"
     );
+    let stanza = stanza.expect("the stream error that logged it out");
+    let code = stanza.attrs.get("code").map(|c| c.as_str().into_owned());
+    assert_eq!(
+        code.as_deref(),
+        Some("401"),
+        "as WhatsApp sends it: {stanza:?}"
+    );
+    let conflict = stanza
+        .children()
+        .and_then(|c| c.iter().find(|n| n.tag == "conflict"))
+        .and_then(|c| c.attrs.get("type").map(|t| t.as_str().into_owned()));
+    assert_eq!(conflict.as_deref(), Some("device_removed"), "{stanza:?}");
     assert!(sandbox.accounts().is_empty());
     let again = sandbox.unlink(&linked.jid).await;
     assert!(
