@@ -48,16 +48,31 @@ pub(crate) struct AppStateKey {
     pub timestamp_ms: i64,
 }
 
-/// How far the phone got in sharing its app-state keys with a companion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How far one message the phone owes a new companion (its app-state key share, its initial
+/// history) has got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum KeyShare {
-    /// Not sent: the companion has not uploaded the keys a session needs.
+pub enum Delivery {
+    /// Not sent yet: the companion has not uploaded the keys a session needs, or (for the
+    /// history) has not gone active.
+    #[default]
     Waiting,
     /// Sent, with no receipt yet.
     Sent,
-    /// The companion sent a receipt for it: it decrypted the share.
+    /// The companion sent a receipt for it: it decrypted and handled it.
     Delivered,
+}
+
+/// One message the phone owes a companion, the id it went out under once sent, and the kinds
+/// of receipt the companion has sent for it.
+#[derive(Default)]
+pub(crate) struct Owed {
+    /// How far it got.
+    pub state: Delivery,
+    /// The message id, once sent.
+    pub message: Option<String>,
+    /// The `type`s of the receipts received for it (`peer_msg`, `hist_sync`).
+    pub receipts: Vec<String>,
 }
 
 /// A companion device linked to a phone.
@@ -80,12 +95,10 @@ pub(crate) struct Companion {
     pub keys: Option<KeyBundle>,
     /// The phone's Signal session with it; taken out while a message is being encrypted.
     pub session: Option<PhoneSession>,
-    /// How far the phone got in sharing its app-state keys with it.
-    pub key_share: KeyShare,
-    /// The id of the message that carried the share, once sent.
-    pub key_share_message: Option<String>,
-    /// Whether the phone has sent it the history-sync notification of its initial bootstrap.
-    pub history_sent: bool,
+    /// The phone's app-state key share for it.
+    pub key_share: Owed,
+    /// The history-sync notification of its initial bootstrap.
+    pub history: Owed,
 }
 
 /// A linked companion as the sandbox reports it.
@@ -102,7 +115,9 @@ pub struct AccountInfo {
     /// One-time prekeys the server holds for it (0 until it uploads).
     pub prekeys: usize,
     /// How far the phone got in sharing its app-state keys with it.
-    pub key_share: KeyShare,
+    pub key_share: Delivery,
+    /// How far the phone got in sending it its initial history.
+    pub history: Delivery,
 }
 
 /// What a connected client is doing.
@@ -227,7 +242,8 @@ impl Registry {
                 phone: c.phone.clone(),
                 connected: c.connection.is_some(),
                 prekeys: c.keys.as_ref().map_or(0, |k| k.prekeys.len()),
-                key_share: c.key_share,
+                key_share: c.key_share.state,
+                history: c.history.state,
             })
             .collect();
         out.sort_by(|a, b| a.jid.cmp(&b.jid));

@@ -14,7 +14,7 @@ use wacore_binary::builder::NodeBuilder;
 use wacore_libsignal::protocol::KeyPair;
 use waproto::whatsapp as wa;
 
-use crate::accounts::{AppStateKey, KeyShare};
+use crate::accounts::{AppStateKey, Delivery, Owed};
 use crate::conn::{Conn, lock};
 use crate::keys::FetchedBundle;
 use crate::shared::Shared;
@@ -85,17 +85,13 @@ pub(crate) async fn advance(shared: &Arc<Shared>, conn: &Conn) {
     };
     companion.session = session;
     for (part, id) in delivered {
-        match part {
-            Part::KeyShare => {
-                companion.key_share = if id.is_some() {
-                    KeyShare::Sent
-                } else {
-                    KeyShare::Waiting
-                };
-                companion.key_share_message = id;
-            }
-            Part::History => companion.history_sent = id.is_some(),
-        }
+        let owed = part.of(companion);
+        owed.state = if id.is_some() {
+            Delivery::Sent
+        } else {
+            Delivery::Waiting
+        };
+        owed.message = id;
     }
 }
 
@@ -106,14 +102,45 @@ enum Part {
     History,
 }
 
-/// Marks the key share delivered when `receipt` (from the connection logged in as `jid`) is the
-/// companion's receipt for it.
-pub(crate) fn on_receipt(shared: &Shared, jid: &str, receipt_id: &str) {
+impl Part {
+    /// The receipts that say the companion has handled this part: a peer message is answered
+    /// with `peer_msg`, a history notification also with `hist_sync` (in either order).
+    fn receipts(self) -> &'static [&'static str] {
+        match self {
+            Part::KeyShare => &["peer_msg"],
+            Part::History => &["peer_msg", "hist_sync"],
+        }
+    }
+
+    /// Where the companion's record keeps this part.
+    fn of(self, companion: &mut crate::accounts::Companion) -> &mut Owed {
+        match self {
+            Part::KeyShare => &mut companion.key_share,
+            Part::History => &mut companion.history,
+        }
+    }
+}
+
+/// Records a receipt of `kind` for message `receipt_id` from the connection logged in as `jid`;
+/// a part of the bootstrap is delivered once every receipt it takes has come.
+pub(crate) fn on_receipt(shared: &Shared, jid: &str, receipt_id: &str, kind: &str) {
     let mut registry = lock(&shared.registry);
-    if let Some(companion) = registry.companions.get_mut(jid)
-        && companion.key_share_message.as_deref() == Some(receipt_id)
-    {
-        companion.key_share = KeyShare::Delivered;
+    let Some(companion) = registry.companions.get_mut(jid) else {
+        return;
+    };
+    for part in [Part::KeyShare, Part::History] {
+        let owed = part.of(companion);
+        if owed.message.as_deref() != Some(receipt_id) {
+            continue;
+        }
+        owed.receipts.push(kind.to_string());
+        if part
+            .receipts()
+            .iter()
+            .all(|k| owed.receipts.iter().any(|r| r == k))
+        {
+            owed.state = Delivery::Delivered;
+        }
     }
 }
 
@@ -122,8 +149,8 @@ pub(crate) fn on_receipt(shared: &Shared, jid: &str, receipt_id: &str) {
 fn take_outgoing(shared: &Shared, jid: &str, active: bool) -> Option<Outgoing> {
     let mut registry = lock(&shared.registry);
     let companion = registry.companions.get_mut(jid)?;
-    let share = companion.key_share == KeyShare::Waiting;
-    let history = active && !companion.history_sent;
+    let share = companion.key_share.state == Delivery::Waiting;
+    let history = active && companion.history.state == Delivery::Waiting;
     if !share && !history {
         return None;
     }
@@ -132,9 +159,11 @@ fn take_outgoing(shared: &Shared, jid: &str, active: bool) -> Option<Outgoing> {
         None => Channel::New(companion.keys.as_mut()?.fetch()),
     };
     if share {
-        companion.key_share = KeyShare::Sent;
+        companion.key_share.state = Delivery::Sent;
     }
-    companion.history_sent |= history;
+    if history {
+        companion.history.state = Delivery::Sent;
+    }
     let (phone, device) = (companion.phone.clone(), companion.device);
     let account = registry.phone(&phone);
     Some(Outgoing {

@@ -264,7 +264,8 @@ async fn on_stanza(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
             if let (Some(jid), Some(id), "receipt") =
                 (conn.jid.as_deref(), stanza::id(&node), node.tag.as_ref())
             {
-                bootstrap::on_receipt(shared, jid, &id);
+                let kind = stanza::attr(&node, "type").unwrap_or_default();
+                bootstrap::on_receipt(shared, jid, &id, &kind);
             }
             let _ = conn.send(stanza::ack(&node)).await;
             return;

@@ -13,7 +13,7 @@ use wacore_binary::builder::NodeBuilder;
 use wacore_libsignal::protocol::{KeyPair, PublicKey};
 use waproto::whatsapp as wa;
 
-use crate::accounts::{Companion, KeyShare};
+use crate::accounts::{Companion, Owed};
 use crate::conn::{Conn, RequestError, device_jid, lock};
 use crate::shared::Shared;
 use crate::stanza;
@@ -225,9 +225,8 @@ pub(crate) async fn complete_pairing(
                 device_identity,
                 keys: None,
                 session: None,
-                key_share: KeyShare::Waiting,
-                key_share_message: None,
-                history_sent: false,
+                key_share: Owed::default(),
+                history: Owed::default(),
             },
         );
     }

@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use poem::http::StatusCode;
-use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::http::uri::Scheme;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::web::websocket::WebSocket;
 use poem::web::{Data, Json};
+use poem::web::{LocalAddr, RemoteAddr};
 use poem::{EndpointExt, IntoResponse, Response, Route, Server, get, handler, post};
 use serde::Deserialize;
 use serde_json::json;
@@ -50,6 +52,7 @@ impl Sandbox {
         let acceptor = TcpListener::bind(listen)
             .into_acceptor()
             .await
+            .map(NoDelay)
             .map_err(|source| StartError {
                 addr: listen,
                 source,
@@ -151,6 +154,28 @@ impl Drop for Sandbox {
         // Connections watch the outage flag; raising it ends them with the listener.
         self.shared.outage.send_replace(true);
         self.server.abort();
+    }
+}
+
+/// Accepts connections with Nagle's algorithm off. The server writes small stanzas back to back
+/// (an answer, then the offline marker, then the phone's messages); with Nagle on, each waits
+/// for the client's delayed ACK of the one before, about 40 ms on Linux, which a login would
+/// spend waiting on the sandbox instead of measuring the client and wagate.
+struct NoDelay(TcpAcceptor);
+
+impl Acceptor for NoDelay {
+    type Io = tokio::net::TcpStream;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        self.0.local_addr()
+    }
+
+    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
+        let (io, local, remote, scheme) = self.0.accept().await?;
+        if let Err(e) = io.set_nodelay(true) {
+            tracing::warn!("sandbox could not turn Nagle's algorithm off for {remote}: {e}");
+        }
+        Ok((io, local, remote, scheme))
     }
 }
 

@@ -308,6 +308,26 @@ async function opened(client, { firstLogin }) {
   await client.until('the end of offline delivery', (seen) => seen.pending);
   if (firstLogin) {
     await client.until('the initial sync', (seen) => seen.synced);
+    await handled(client);
+  }
+}
+
+/**
+ * Waits until the sandbox has Baileys' receipts for the phone's key share and initial history:
+ * Baileys sends each receipt once it has handled the message, so ending the socket earlier would
+ * cut its handling short.
+ */
+async function handled(client) {
+  const deadline = Date.now() + SCENARIO_TIMEOUT_MS;
+  for (;;) {
+    const account = await accountOf(client);
+    if (account.key_share === 'delivered' && account.history === 'delivered') {
+      return;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`the phone's messages were never acknowledged: ${JSON.stringify(account)}`);
+    }
+    await sleep(20);
   }
 }
 

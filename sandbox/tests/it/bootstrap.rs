@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use wagate_sandbox::KeyShare;
+use wagate_sandbox::Delivery;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::wacore::iq::prekeys::{DigestKeyBundleSpec, PreKeyCountSpec};
 use whatsapp_rust::wacore::prekeys::{compute_key_bundle_digest, extract_prekey_public_key};
@@ -68,7 +68,7 @@ async fn the_phone_shares_its_app_state_key_so_the_client_connects_without_waiti
         sandbox
             .accounts()
             .iter()
-            .any(|a| a.jid == linked.jid && a.key_share == KeyShare::Delivered)
+            .any(|a| a.jid == linked.jid && a.key_share == Delivery::Delivered)
     })
     .await;
 }
@@ -164,5 +164,11 @@ async fn the_phone_sends_the_initial_history_with_its_push_name() {
         .find(|p| p.id.as_deref() == Some("628912344551@s.whatsapp.net"))
         .expect("the account's own push name");
     assert!(!own.pushname.clone().unwrap_or_default().is_empty());
-    assert!(linked.jid.starts_with("628912344551:"));
+    eventually("the companion's receipt for its history", || {
+        sandbox
+            .accounts()
+            .iter()
+            .any(|a| a.jid == linked.jid && a.history == Delivery::Delivered)
+    })
+    .await;
 }
