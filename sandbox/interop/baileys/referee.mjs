@@ -74,6 +74,13 @@ const wsUrl = `${base.replace(/^http:/, 'ws:')}/ws/chat`;
 const captured = [];
 /** The scenario running now; each captured line names it. */
 let current = '-';
+/**
+ * The sockets the referee itself ended (by number). Baileys may still be finishing work on one
+ * (an app-state query after the history, a receipt); its "Connection Closed" errors then come
+ * from the referee, not from the sandbox, and are shown but not counted as differences.
+ */
+const endedByReferee = new Set();
+let socketsMade = 0;
 const echo = process.env.REFEREE_LOG;
 const LEVELS = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' };
 
@@ -91,14 +98,18 @@ const sink = {
     if (record.level < 40) {
       return;
     }
-    const { level, time, pid, hostname, msg, class: _class, ...rest } = record;
+    const { level, time, pid, hostname, msg, class: _class, socket, ...rest } = record;
     const details = JSON.stringify(rest, (key, value) =>
       key === 'stack' || key === 'trace' ? undefined : value,
     );
     const text = `${LEVELS[level] ?? level} [${current}] ${msg ?? ''}${
       details === '{}' ? '' : ` ${details.slice(0, 400)}`
     }`;
-    captured.push({ text, difference: SANDBOX_DIFFERENCES.some((re) => re.test(text)) });
+    const ourClose = endedByReferee.has(socket) && /Connection Closed/.test(text);
+    captured.push({
+      text: ourClose ? `${text} (after the referee ended socket ${socket})` : text,
+      difference: !ourClose && SANDBOX_DIFFERENCES.some((re) => re.test(text)),
+    });
   },
 };
 
@@ -188,12 +199,13 @@ class Device {
  */
 class Client {
   constructor(device) {
+    this.number = ++socketsMade;
     this.seen = { qrs: [], open: false, pending: false, synced: false, close: undefined };
     this.waiters = new Set();
     this.sock = makeWASocket({
       auth: device.state,
       waWebSocketUrl: wsUrl,
-      logger: rootLogger,
+      logger: rootLogger.child({ socket: this.number }),
     });
     this.sock.ev.on('creds.update', (update) => {
       device.saving = device.saving.then(() => device.saveCreds()).catch(() => {});
@@ -254,6 +266,7 @@ class Client {
   }
 
   end() {
+    endedByReferee.add(this.number);
     if (!this.seen.close) {
       this.sock.end(undefined);
     }

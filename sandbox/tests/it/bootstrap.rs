@@ -27,25 +27,8 @@ async fn the_phone_shares_its_app_state_key_so_the_client_connects_without_waiti
         .scan_qr(&qr)
         .await
         .expect("the phone links the client");
-    // The client's receipt for the share is acknowledged by the server, as WhatsApp does; the
-    // ack may come before or after Connected.
-    let receipt_acked = std::cell::Cell::new(false);
-    let is_receipt_ack =
-        |e: &Event| matches!(e, Event::ServerAck(ack) if ack.class.as_deref() == Some("receipt"));
-    client
-        .wait_for("Connected", |e| {
-            receipt_acked.set(receipt_acked.get() || is_receipt_ack(e));
-            matches!(e, Event::Connected(_)).then_some(())
-        })
-        .await;
+    client.connected().await;
     let took = scanned.elapsed();
-    if !receipt_acked.get() {
-        client
-            .wait_for("the server's ack of a receipt", |e| {
-                is_receipt_ack(e).then_some(())
-            })
-            .await;
-    }
 
     assert!(
         took < KEY_SHARE_GRACE / 2,
