@@ -23,6 +23,10 @@ pub enum LoginFailure {
     Timeout,
     /// WhatsApp considers this client too old.
     ClientOutdated,
+    /// The phone's signature on the link did not verify with this client: a hosted business
+    /// account (HOSTED outside, E2EE inside), which whatsapp-rust 0.7.0 checks with the wrong
+    /// prefix. A client update fixes it; until then such an account cannot be linked.
+    PairingSignatureMismatch,
     /// The gateway stopped (a crash, a kill) while the login was pending; reported when it
     /// starts again.
     Interrupted,
@@ -36,6 +40,7 @@ impl LoginFailure {
             Self::PairCodeRejected => "pair_code_rejected",
             Self::Timeout => "timeout",
             Self::ClientOutdated => "client_outdated",
+            Self::PairingSignatureMismatch => "pairing_signature_mismatch",
             Self::Interrupted => "interrupted",
         }
     }

@@ -152,6 +152,11 @@ pub enum LoginFailureReason {
     Timeout,
     /// WhatsApp considers this client too old.
     ClientOutdated,
+    /// The phone's signature on the link did not verify: the account is a hosted business
+    /// account (HOSTED outside, E2EE inside), which this gateway's WhatsApp client (whatsapp-rust
+    /// 0.7.0) cannot link yet; an update of the client fixes it. The device is left disconnected
+    /// with no keys.
+    PairingSignatureMismatch,
     /// The gateway stopped while the login was pending; reported when it starts again.
     Interrupted,
 }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wacore_libsignal::protocol::KeyPair;
 
 use crate::conn::Conn;
@@ -30,10 +30,36 @@ pub(crate) struct Phone {
     pub signed_prekey: SignedPrekey,
     /// The account's push name, which the phone tells its companions.
     pub push_name: String,
-    /// Set for a WhatsApp Business account: its business name, which `pair-success` carries.
-    pub business_name: Option<String>,
+    /// What kind of account it is; it decides what `pair-success` carries.
+    pub account: AccountKind,
     /// The account's app-state sync key, which the phone shares with every companion it links.
     pub app_state_key: AppStateKey,
+}
+
+/// What kind of WhatsApp account a simulated phone holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    /// A personal account.
+    #[default]
+    Personal,
+    /// A WhatsApp Business account: `pair-success` names the business.
+    Business,
+    /// A hosted business account (Cloud API, coexistence): `pair-success` says HOSTED on the
+    /// outside and signs as E2EE inside, as such phones do. whatsapp-rust 0.7.0 checks the
+    /// signature with the outer type's prefix and refuses it (fixed upstream, not released).
+    Hosted,
+}
+
+impl AccountKind {
+    /// The business name `pair-success` carries for `number`'s account, if it is a business.
+    pub fn business_name(self, number: &str) -> Option<String> {
+        let last4 = &number[number.len().saturating_sub(4)..];
+        match self {
+            Self::Personal => None,
+            Self::Business | Self::Hosted => Some(format!("Sandbox Business {last4}")),
+        }
+    }
 }
 
 /// An app-state sync key: it encrypts the account's settings, contacts and chat state, and only
@@ -199,7 +225,7 @@ impl Registry {
             let signed_prekey = SignedPrekey::generate(&identity, 1);
             Phone {
                 push_name: format!("Sandbox {}", &number[number.len().saturating_sub(4)..]),
-                business_name: None,
+                account: AccountKind::Personal,
                 identity,
                 signed_prekey,
                 lid_user: format!("1{:014}", 20_000_000_000_000u64 + seq * 7919),

@@ -35,7 +35,7 @@ mod signal;
 mod stanza;
 pub mod wire;
 
-pub use accounts::{AccountInfo, ClientInfo, ClientState, Delivery};
+pub use accounts::{AccountInfo, AccountKind, ClientInfo, ClientState, Delivery};
 pub use clock::ScaledRuntime;
 pub use config::SandboxConfig;
 pub use phone::{Linked, PhoneError};

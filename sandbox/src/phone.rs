@@ -13,7 +13,7 @@ use wacore_binary::builder::NodeBuilder;
 use wacore_libsignal::protocol::{KeyPair, PublicKey};
 use waproto::whatsapp as wa;
 
-use crate::accounts::{Companion, Owed};
+use crate::accounts::{AccountKind, Companion, Owed};
 use crate::conn::{Conn, RequestError, device_jid, lock};
 use crate::shared::Shared;
 use crate::stanza;
@@ -71,6 +71,8 @@ pub struct Linked {
     pub lid: String,
     /// The phone number it was linked to.
     pub phone: String,
+    /// The business name the phone's account gave in `pair-success`, for a business account.
+    pub business_name: Option<String>,
 }
 
 struct Qr {
@@ -157,7 +159,7 @@ pub(crate) async fn complete_pairing(
     companion_identity: [u8; 32],
     adv_secret: [u8; 32],
 ) -> Result<Linked, PhoneError> {
-    let (identity, raw_id, device, lid_user, business_name) = {
+    let (identity, raw_id, device, lid_user, account) = {
         let mut registry = lock(&shared.registry);
         let p = registry.phone(phone);
         let device = p.next_device;
@@ -167,9 +169,10 @@ pub(crate) async fn complete_pairing(
             p.raw_id,
             device,
             p.lid_user.clone(),
-            p.business_name.clone(),
+            p.account,
         )
     };
+    let business_name = account.business_name(phone);
     let jid = device_jid(phone, u32::from(device));
     let lid = format!("{lid_user}:{device}@lid");
 
@@ -179,6 +182,7 @@ pub(crate) async fn complete_pairing(
         u32::from(device),
         &companion_identity,
         &adv_secret,
+        account,
     );
     let mut children = vec![
         NodeBuilder::new("device-identity").bytes(container).build(),
@@ -198,8 +202,8 @@ pub(crate) async fn complete_pairing(
             )
             .build(),
     ];
-    if let Some(name) = business_name {
-        children.push(NodeBuilder::new("biz").attr("name", name).build());
+    if let Some(name) = &business_name {
+        children.push(NodeBuilder::new("biz").attr("name", name.as_str()).build());
     }
     let pair_success = NodeBuilder::new("pair-success").children(children).build();
     let mut iq = stanza::iq_set(&conn.next_id(), "md", pair_success);
@@ -235,18 +239,22 @@ pub(crate) async fn complete_pairing(
         jid,
         lid,
         phone: phone.to_string(),
+        business_name,
     })
 }
 
 /// The `ADVSignedDeviceIdentityHMAC` of `pair-success`: the phone's account signature over the
 /// device details and the companion's identity key, wrapped in an HMAC keyed by the ADV secret
-/// the companion holds. Everything is E2EE-typed, which every client version verifies alike.
+/// the companion holds. The details and the signature are E2EE-typed for every account; a
+/// hosted account says HOSTED on the HMAC container (whose HMAC then covers the hosted prefix),
+/// as hosted phones do.
 fn signed_device_identity(
     identity: &KeyPair,
     raw_id: u32,
     key_index: u32,
     companion_identity: &[u8; 32],
     adv_secret: &[u8; 32],
+    account: AccountKind,
 ) -> Vec<u8> {
     let details = wa::ADVDeviceIdentity {
         raw_id: Some(raw_id),
@@ -269,13 +277,21 @@ fn signed_device_identity(
         device_signature: None,
     }
     .encode_to_vec();
+    let hosted = account == AccountKind::Hosted;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(adv_secret)
         .expect("HMAC takes a key of any length");
+    if hosted {
+        mac.update(&[6, 5]);
+    }
     mac.update(&signed);
     wa::ADVSignedDeviceIdentityHMAC {
         details: Some(signed),
         hmac: Some(mac.finalize().into_bytes().to_vec()),
-        account_type: Some(wa::ADVEncryptionType::E2EE),
+        account_type: Some(if hosted {
+            wa::ADVEncryptionType::HOSTED
+        } else {
+            wa::ADVEncryptionType::E2EE
+        }),
     }
     .encode_to_vec()
 }
@@ -326,10 +342,14 @@ fn check_countersigned(
     Ok(bytes)
 }
 
-/// Makes `phone`'s account a WhatsApp Business account named `name`.
-pub(crate) fn make_business(shared: &Shared, phone: &str, name: &str) -> Result<(), PhoneError> {
+/// Makes `phone`'s account one of `kind`; companions it links from now on see it.
+pub(crate) fn set_account(
+    shared: &Shared,
+    phone: &str,
+    kind: AccountKind,
+) -> Result<(), PhoneError> {
     let phone = normalize_phone(phone)?;
-    lock(&shared.registry).phone(&phone).business_name = Some(name.to_string());
+    lock(&shared.registry).phone(&phone).account = kind;
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use serde_json::json;
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
-use crate::accounts::{AccountInfo, ClientInfo, ClientState};
+use crate::accounts::{AccountInfo, AccountKind, ClientInfo, ClientState};
 use crate::config::SandboxConfig;
 use crate::conn::lock;
 use crate::phone::{self, Linked, PhoneError};
@@ -111,10 +111,10 @@ impl Sandbox {
         pair_code::enter_pair_code(&self.shared, phone, code).await
     }
 
-    /// Makes the account of `phone` a WhatsApp Business account named `name`: companions it
-    /// links learn the name from `pair-success`.
-    pub fn make_business(&self, phone: &str, name: &str) -> Result<(), PhoneError> {
-        phone::make_business(&self.shared, phone, name)
+    /// Makes the account of `phone` one of `kind` (personal, business, hosted): what the
+    /// companions it links from now on see in `pair-success`.
+    pub fn set_account(&self, phone: &str, kind: AccountKind) -> Result<(), PhoneError> {
+        phone::set_account(&self.shared, phone, kind)
     }
 
     /// The phone unlinks the companion `jid`; an online client is logged out at once.
@@ -204,7 +204,6 @@ fn routes() -> Route {
         .at("/phone/scan", post(phone_scan))
         .at("/phone/pair-code", post(phone_pair_code))
         .at("/phone/unlink", post(phone_unlink))
-        .at("/phone/business", post(phone_business))
         .at("/accounts", get(list_accounts))
         .at("/clients", get(list_clients))
         .at("/outage", post(set_outage))
@@ -259,6 +258,7 @@ fn linked(result: Result<Linked, PhoneError>) -> Response {
 struct ScanBody {
     qr: String,
     phone: Option<String>,
+    account: Option<AccountKind>,
 }
 
 #[handler]
@@ -267,7 +267,21 @@ async fn phone_scan(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response
         Ok(b) => b,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
-    linked(phone::scan_qr(shared, body.phone.as_deref(), &body.qr).await)
+    // The account kind belongs to a phone, so choosing one needs the phone's number.
+    let number = match (&body.phone, body.account) {
+        (Some(number), Some(kind)) => match phone::set_account(shared, number, kind) {
+            Ok(()) => Some(number.as_str()),
+            Err(e) => return phone_error(e),
+        },
+        (None, Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "`account` chooses the kind of the phone's account: give `phone` too",
+            );
+        }
+        (number, None) => number.as_deref(),
+    };
+    linked(phone::scan_qr(shared, number, &body.qr).await)
 }
 
 #[derive(Deserialize)]
@@ -275,6 +289,7 @@ async fn phone_scan(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response
 struct PairCodeBody {
     phone: String,
     code: String,
+    account: Option<AccountKind>,
 }
 
 #[handler]
@@ -283,6 +298,11 @@ async fn phone_pair_code(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Res
         Ok(b) => b,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    if let Some(kind) = body.account
+        && let Err(e) = phone::set_account(shared, &body.phone, kind)
+    {
+        return phone_error(e);
+    }
     linked(pair_code::enter_pair_code(shared, &body.phone, &body.code).await)
 }
 
@@ -300,25 +320,6 @@ async fn phone_unlink(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Respon
     };
     match phone::unlink(shared, &body.jid).await {
         Ok(()) => Json(json!({ "unlinked": body.jid })).into_response(),
-        Err(e) => phone_error(e),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BusinessBody {
-    phone: String,
-    name: String,
-}
-
-#[handler]
-fn phone_business(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
-    let body: BusinessBody = match parse(&body) {
-        Ok(b) => b,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
-    match phone::make_business(shared, &body.phone, &body.name) {
-        Ok(()) => Json(json!({ "phone": body.phone, "business_name": body.name })).into_response(),
         Err(e) => phone_error(e),
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use wagate_sandbox::AccountKind;
 
 use crate::support::receiver::subscribed;
 use crate::support::{Gateway, Options, decode_qr, eventually, fetch};
@@ -234,4 +235,39 @@ async fn at_real_time_a_scanned_device_is_logged_in_within_a_second() {
         "logged_in reached the receiver {took:?} after the scan"
     );
     assert_eq!(logged_in.event()["data"]["jid"], jid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosted_account_fails_with_a_signature_mismatch_and_leaves_no_keys() {
+    let gateway = Gateway::start().await;
+    let (tenant, api) = gateway.tenant_with_id("acme").await;
+    let (receiver, _) = subscribed(&api, &["login_failed"]).await;
+    api.create_device("d1").await;
+    gateway
+        .sandbox
+        .set_account("628912344551", AccountKind::Hosted)
+        .expect("a valid phone");
+    let login = api.get("/devices/d1/login").await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    let (_, png) = fetch(login.body["results"]["qr_link"].as_str().expect("qr_link")).await;
+
+    let refused = gateway
+        .sandbox
+        .scan_qr_as("628912344551", &decode_qr(&png))
+        .await;
+    let failed = receiver
+        .wait_for("login_failed", Duration::from_secs(10))
+        .await;
+
+    assert!(
+        refused.is_err(),
+        "whatsapp-rust 0.7.0 refuses the link: {refused:?}"
+    );
+    assert_eq!(
+        failed.event()["data"]["reason"],
+        "pairing_signature_mismatch",
+        "not pair_code_rejected, and not a timeout"
+    );
+    api.wait_state("d1", "disconnected").await;
+    assert_eq!(gateway.key_rows(tenant, "d1").await, 0);
 }

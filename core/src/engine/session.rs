@@ -268,6 +268,21 @@ impl Session {
                     }
                 }
             }
+            Event::PairError(refused) if is_signature_mismatch(&refused.error) => {
+                // The phone is fine and a scan will not help: this client cannot verify the
+                // account's signature. Start the next attempt from a fresh identity.
+                self.qr = None;
+                self.code.forget();
+                self.stop_client().await;
+                self.record(
+                    Some(DeviceState::Disconnected),
+                    Link::End,
+                    vec![EngineEventKind::LoginFailed {
+                        reason: LoginFailure::PairingSignatureMismatch,
+                    }],
+                )
+                .await;
+            }
             Event::PairingCodeError(_) | Event::PairError(_) => {
                 self.code.forget();
                 self.emit(EngineEventKind::LoginFailed {
@@ -674,4 +689,10 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether a pairing error is whatsapp-rust refusing the account's ADV signature (its
+/// `PairCryptoError` text), which for a hosted account is whatsapp-rust 0.7.0's prefix bug.
+fn is_signature_mismatch(error: &str) -> bool {
+    error.contains(": signature-mismatch")
 }

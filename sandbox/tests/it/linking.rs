@@ -4,6 +4,8 @@ use std::time::{Duration, Instant};
 
 use whatsapp_rust::types::events::Event;
 
+use wagate_sandbox::AccountKind;
+
 use crate::support::{TestClient, link_by_qr, sandbox};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,12 +210,12 @@ async fn fifty_clients_link_concurrently() {
 async fn a_business_account_names_itself_in_pair_success() {
     let sandbox = sandbox(6, 10).await;
     sandbox
-        .make_business("628912344551", "Acme Support")
+        .set_account("628912344551", AccountKind::Business)
         .expect("a valid phone");
     let mut client = TestClient::new(&sandbox).await;
     let (qr, _) = client.next_qr().await;
 
-    sandbox
+    let linked = sandbox
         .scan_qr_as("628912344551", &qr)
         .await
         .expect("the phone links the client");
@@ -224,8 +226,37 @@ async fn a_business_account_names_itself_in_pair_success() {
         })
         .await;
 
-    assert_eq!(business_name, "Acme Support");
+    assert_eq!(Some(business_name), linked.business_name);
+    assert!(linked.business_name.is_some());
     client.connected().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosted_account_is_refused_by_whatsapp_rust_0_7_with_a_signature_mismatch() {
+    // A hosted phone says HOSTED outside and signs as E2EE inside; whatsapp-rust 0.7.0 checks
+    // the signature with the outer type's prefix. When a release fixes it, this test must flip
+    // to "links".
+    let sandbox = sandbox(6, 10).await;
+    sandbox
+        .set_account("628912344551", AccountKind::Hosted)
+        .expect("a valid phone");
+    let mut client = TestClient::new(&sandbox).await;
+    let (qr, _) = client.next_qr().await;
+
+    let outcome = sandbox.scan_qr_as("628912344551", &qr).await;
+    let error = client
+        .wait_for("PairError", |e| match e {
+            Event::PairError(p) => Some(p.error.clone()),
+            _ => None,
+        })
+        .await;
+
+    assert!(
+        matches!(&outcome, Err(wagate_sandbox::PhoneError::Refused { code, .. }) if code == "401"),
+        "{outcome:?}"
+    );
+    assert!(error.contains("signature"), "{error}");
+    assert!(sandbox.accounts().is_empty(), "nothing was linked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
