@@ -48,7 +48,8 @@ fn standard_signature_holds(received: &Received, secret: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logged_in_reaches_the_receiver_within_a_second_of_the_scan_signed_both_ways() {
     // Real time: the sandbox phone shares its app-state keys at once, as a phone does, so the
-    // second is wagate's and the protocol's, not a wait for a share.
+    // second is wagate's and the protocol's, not a wait for a share. This is also the QR
+    // login's real-time bound (the pairing code's is in login_code).
     let gateway = Gateway::start_with(Options::real_time()).await;
     let (tenant, api) = gateway.tenant_with_id("acme").await;
     let receiver = Receiver::start().await;

@@ -48,12 +48,7 @@ async fn scanning_the_qr_code_links_and_connects_the_client() {
         .scan_qr_as("628912344551", &qr)
         .await
         .expect("the phone links the client");
-    let paired = client
-        .wait_for("PairSuccess", |e| match e {
-            Event::PairSuccess(p) => Some(p.id.to_string()),
-            _ => None,
-        })
-        .await;
+    let paired = client.paired().await.id.to_string();
     client.connected().await;
 
     assert!(linked.jid.starts_with("628912344551:"), "{}", linked.jid);
@@ -219,12 +214,7 @@ async fn a_business_account_names_itself_in_pair_success() {
         .scan_qr_as("628912344551", &qr)
         .await
         .expect("the phone links the client");
-    let business_name = client
-        .wait_for("PairSuccess", |e| match e {
-            Event::PairSuccess(p) => Some(p.business_name.clone()),
-            _ => None,
-        })
-        .await;
+    let business_name = client.paired().await.business_name;
 
     assert_eq!(Some(business_name), linked.business_name);
     assert!(linked.business_name.is_some());

@@ -9,7 +9,7 @@ use wagate_sandbox::{Sandbox, SandboxConfig, ScaledRuntime};
 use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
-use whatsapp_rust::types::events::{Event, EventHandler};
+use whatsapp_rust::types::events::{Event, EventHandler, PairSuccess};
 use whatsapp_rust::wacore::store::InMemoryBackend;
 use whatsapp_rust::wacore::store::traits::Backend;
 use whatsapp_rust::{Client, pair_code::PairCodeOptions};
@@ -145,6 +145,15 @@ impl TestClient {
     pub async fn next_qr(&mut self) -> (String, Duration) {
         self.wait_for("QR code", |e| match e {
             Event::PairingQrCode(qr) => Some((qr.code.clone(), qr.timeout)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the client's `PairSuccess`: the phone's signed identity verified.
+    pub async fn paired(&mut self) -> PairSuccess {
+        self.wait_for("PairSuccess", |e| match e {
+            Event::PairSuccess(p) => Some(p.clone()),
             _ => None,
         })
         .await
