@@ -94,7 +94,8 @@ impl fmt::Display for DeviceId {
 /// Where a device slot is in its login life.
 ///
 /// `disconnected` → `connecting` → `connected` (socket up, a QR or code pending) → `logged_in`;
-/// back to `disconnected` on logout, unlink from the phone, or QR exhaustion.
+/// an account that confirms links with a passkey passes through `passkey_required` before
+/// `logged_in`; back to `disconnected` on logout, unlink from the phone, or a failed login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceState {
@@ -104,6 +105,8 @@ pub enum DeviceState {
     Connecting,
     /// Socket up, waiting for a QR scan or a pairing code.
     Connected,
+    /// WhatsApp asks the account's passkey to confirm the link: waiting for the assertion.
+    PasskeyRequired,
     /// Linked to an account and usable.
     LoggedIn,
 }
@@ -115,6 +118,7 @@ impl DeviceState {
             Self::Disconnected => "disconnected",
             Self::Connecting => "connecting",
             Self::Connected => "connected",
+            Self::PasskeyRequired => "passkey_required",
             Self::LoggedIn => "logged_in",
         }
     }
@@ -125,6 +129,7 @@ impl DeviceState {
             "disconnected" => Self::Disconnected,
             "connecting" => Self::Connecting,
             "connected" => Self::Connected,
+            "passkey_required" => Self::PasskeyRequired,
             "logged_in" => Self::LoggedIn,
             _ => return None,
         })
@@ -132,7 +137,10 @@ impl DeviceState {
 
     /// A socket to WhatsApp is up.
     pub fn is_connected(self) -> bool {
-        matches!(self, Self::Connected | Self::LoggedIn)
+        matches!(
+            self,
+            Self::Connected | Self::PasskeyRequired | Self::LoggedIn
+        )
     }
 }
 

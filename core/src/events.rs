@@ -30,6 +30,12 @@ pub enum LoginFailure {
     /// The gateway stopped (a crash, a kill) while the login was pending; reported when it
     /// starts again.
     Interrupted,
+    /// WhatsApp refused the registration with a 429 stream error: too many link attempts from
+    /// this gateway or for this number. Retry after the pause the API names.
+    RateLimited,
+    /// The passkey step failed: WhatsApp refused the assertion, or the handshake that follows
+    /// it broke off.
+    PasskeyFailed,
 }
 
 impl LoginFailure {
@@ -42,6 +48,8 @@ impl LoginFailure {
             Self::ClientOutdated => "client_outdated",
             Self::PairingSignatureMismatch => "pairing_signature_mismatch",
             Self::Interrupted => "interrupted",
+            Self::RateLimited => "rate_limited",
+            Self::PasskeyFailed => "passkey_failed",
         }
     }
 }
@@ -59,6 +67,9 @@ pub enum EngineEventKind {
         expires_at: DateTime<Utc>,
         /// Its position in the series, from 0.
         index: u32,
+        /// The same code position shown again under a new secret (WhatsApp rotated the
+        /// registration mid-series): the code to show changed, the series did not move on.
+        refreshed: bool,
     },
     /// A pairing code was issued.
     PairCodeIssued {
@@ -77,6 +88,36 @@ pub enum EngineEventKind {
         push_name: Option<String>,
         /// The phone's platform (e.g. `android`), when it said.
         platform: Option<String>,
+        /// The business's name, for a WhatsApp Business account.
+        business_name: Option<String>,
+    },
+    /// WhatsApp asks the account's passkey to confirm the link.
+    PasskeyRequested {
+        /// The WebAuthn `PublicKeyCredentialRequestOptions` to hand to `navigator.credentials.get`.
+        request_options: serde_json::Value,
+    },
+    /// The passkey was accepted; the link is being confirmed.
+    PasskeyConfirmation {
+        /// `XXXX-XXXX`, the code the phone shows too.
+        code: String,
+        /// Whether to show the code to the user: false when the link proved its continuity
+        /// with an earlier one, so there is nothing for the user to compare.
+        show_code: bool,
+    },
+    /// An app-state sync left collections unsynced (on a first login the device is still
+    /// logged in, without what they hold: for `critical_block`, the push name).
+    AppStateSyncFailed {
+        /// Refused by WhatsApp: not retried on this connection.
+        fatal: Vec<String>,
+        /// Failed this time; the client retries them.
+        retryable: Vec<String>,
+        /// Whether the device is connected and usable despite it.
+        connected: bool,
+    },
+    /// WhatsApp named the date after which it stops accepting this client version.
+    ClientExpiring {
+        /// That date.
+        expires_at: DateTime<Utc>,
     },
     /// The device was logged out (from the API or the phone).
     LoggedOut {
@@ -107,6 +148,10 @@ impl EngineEventKind {
             Self::LoggedOut { .. } => "logged_out",
             Self::LoginFailed { .. } => "login_failed",
             Self::StateChanged { .. } => "state_changed",
+            Self::PasskeyRequested { .. } => "passkey_requested",
+            Self::PasskeyConfirmation { .. } => "passkey_confirmation",
+            Self::AppStateSyncFailed { .. } => "app_state_sync_failed",
+            Self::ClientExpiring { .. } => "client_expiring",
         }
     }
 }

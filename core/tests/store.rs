@@ -68,7 +68,8 @@ mod migrations {
             [
                 (1, "init".to_string()),
                 (2, "device_keys".to_string()),
-                (3, "webhooks".to_string())
+                (3, "webhooks".to_string()),
+                (4, "passkey_state".to_string())
             ]
         );
     }
@@ -78,7 +79,7 @@ mod migrations {
         let url = support::fresh_database_url().await;
         Store::connect(&url).await.unwrap();
         let store = Store::connect(&url).await.unwrap();
-        assert_eq!(applied(&url).await.len(), 3);
+        assert_eq!(applied(&url).await.len(), 4);
         support::tenant(&store).await;
     }
 
@@ -93,7 +94,7 @@ mod migrations {
         for result in connects.join_all().await {
             result.unwrap();
         }
-        assert_eq!(applied(&url).await.len(), 3);
+        assert_eq!(applied(&url).await.len(), 4);
     }
 }
 
@@ -1408,6 +1409,7 @@ mod outbox {
             link: "http://localhost/qr.png".into(),
             expires_at: Utc::now() - chrono::Duration::seconds(1),
             index: 0,
+            refreshed: false,
         });
         store
             .tenant(tenant.id)

@@ -29,6 +29,9 @@ pub enum DeviceStateName {
     Connecting,
     /// Socket up, a QR code or pairing code pending.
     Connected,
+    /// WhatsApp asks the account's passkey to confirm the link: post the assertion to
+    /// `POST /devices/{device_id}/login/passkey`.
+    PasskeyRequired,
     /// Linked and usable.
     LoggedIn,
 }
@@ -39,6 +42,7 @@ impl From<DeviceState> for DeviceStateName {
             DeviceState::Disconnected => Self::Disconnected,
             DeviceState::Connecting => Self::Connecting,
             DeviceState::Connected => Self::Connected,
+            DeviceState::PasskeyRequired => Self::PasskeyRequired,
             DeviceState::LoggedIn => Self::LoggedIn,
         }
     }

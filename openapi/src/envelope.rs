@@ -62,6 +62,10 @@ pub struct ErrorEnvelope {
     pub code: ErrorCode,
     /// What failed and what to do.
     pub message: String,
+    /// With `PASSKEY_REQUIRED` only: the WebAuthn `PublicKeyCredentialRequestOptions` to get the
+    /// passkey assertion for.
+    #[oai(skip_serializing_if_is_none)]
+    pub passkey_request_options: Option<Box<serde_json::Value>>,
 }
 
 impl poem_openapi::types::Example for ErrorEnvelope {
@@ -69,6 +73,7 @@ impl poem_openapi::types::Example for ErrorEnvelope {
         Self {
             code: ErrorCode::DeviceNotFound,
             message: "device `my-device-id` not found: create it first with POST /devices".into(),
+            passkey_request_options: None,
         }
     }
 }

@@ -84,6 +84,12 @@ pub enum ErrorCode {
     DeliveryExpired,
     /// The device was deleted or logged out while its login was pending (409).
     LoginCancelled,
+    /// The account confirms links with a passkey: the envelope carries
+    /// `passkey_request_options`; post the assertion to `POST /devices/{device_id}/login/passkey`
+    /// (409).
+    PasskeyRequired,
+    /// A passkey assertion was posted for a device that is not in `passkey_required` (409).
+    NoPasskeyRequested,
     /// The body is larger than 64 KiB (413).
     PayloadTooLarge,
     /// The body is not `application/json` (415).
@@ -103,6 +109,7 @@ fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorEnvelope> {
     Json(ErrorEnvelope {
         code,
         message: message.into(),
+        passkey_request_options: None,
     })
 }
 
@@ -250,6 +257,17 @@ impl From<LoginError> for ApiError {
                 Self::BadGateway(body(ErrorCode::WhatsappRefused, message))
             }
             LoginError::Cancelled(_) => Self::Conflict(body(ErrorCode::LoginCancelled, message)),
+            LoginError::PasskeyRequired {
+                request_options, ..
+            } => {
+                let mut envelope = body(ErrorCode::PasskeyRequired, message);
+                envelope.0.passkey_request_options = Some(Box::new(request_options));
+                Self::Conflict(envelope)
+            }
+            LoginError::NoPasskeyRequested(_) => {
+                Self::Conflict(body(ErrorCode::NoPasskeyRequested, message))
+            }
+            LoginError::InvalidPasskeyAssertion(_) => Self::validation(message),
             LoginError::Store(store) => store.into(),
             LoginError::Internal { .. } => Self::internal(message),
         }

@@ -30,6 +30,14 @@ pub enum EventType {
     LoginFailed,
     /// The device moved between states.
     StateChanged,
+    /// WhatsApp asks the account's passkey to confirm the link.
+    PasskeyRequested,
+    /// The passkey was accepted; the code to compare with the phone's.
+    PasskeyConfirmation,
+    /// An app-state sync left collections unsynced.
+    AppStateSyncFailed,
+    /// WhatsApp named the date this client version stops being accepted.
+    ClientExpiring,
     /// A test event (not subscribable).
     Ping,
 }
@@ -53,6 +61,9 @@ pub struct QrRefreshedData {
     pub expires_at: Timestamp,
     /// Its position in the series, from 0.
     pub index: u32,
+    /// True when WhatsApp rotated the registration mid-series: the same position shown again
+    /// under a new secret (replace the code on screen; the series did not move on).
+    pub refreshed: bool,
 }
 
 impl Example for QrRefreshedData {
@@ -64,6 +75,7 @@ impl Example for QrRefreshedData {
                 .into(),
             expires_at: (example_time() + chrono::Duration::seconds(60)).into(),
             index: 0,
+            refreshed: false,
         }
     }
 }
@@ -99,6 +111,8 @@ pub struct LoggedInData {
     pub push_name: Option<String>,
     /// The phone's platform, e.g. `android`, when it said.
     pub platform: Option<String>,
+    /// The business's name, for a WhatsApp Business account.
+    pub business_name: Option<String>,
 }
 
 impl Example for LoggedInData {
@@ -108,6 +122,7 @@ impl Example for LoggedInData {
             lid: Some("123456789012345:3@lid".into()),
             push_name: Some("Support desk".into()),
             platform: Some("android".into()),
+            business_name: None,
         }
     }
 }
@@ -159,6 +174,12 @@ pub enum LoginFailureReason {
     PairingSignatureMismatch,
     /// The gateway stopped while the login was pending; reported when it starts again.
     Interrupted,
+    /// WhatsApp refused the registration with a 429 (too many link attempts); new logins of
+    /// the device answer 429 `RATE_LIMITED` with `Retry-After` until the pause is over.
+    RateLimited,
+    /// The passkey step failed: WhatsApp refused the assertion, the handshake after it broke
+    /// off, or no assertion came in time. The device is left disconnected with no keys.
+    PasskeyFailed,
 }
 
 /// `data` of `login_failed`: a login attempt ended without a linked device.
@@ -173,6 +194,93 @@ impl Example for LoginFailedData {
     fn example() -> Self {
         Self {
             reason: LoginFailureReason::QrExhausted,
+        }
+    }
+}
+
+/// `data` of `passkey_requested`: WhatsApp asks the account's passkey to confirm the link. The
+/// device is in `passkey_required` until the assertion is posted to
+/// `POST /devices/{device_id}/login/passkey`.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct PasskeyRequestedData {
+    /// A WebAuthn `PublicKeyCredentialRequestOptions` (base64url `challenge` and credential ids),
+    /// for `navigator.credentials.get({publicKey: …})` after decoding those fields.
+    pub request_options: Value,
+}
+
+impl Example for PasskeyRequestedData {
+    fn example() -> Self {
+        Self {
+            request_options: json!({
+                "challenge": "y3Fh3m6yqQk0xq8cJ4mVbA2n0tVfQeZr7v1dXlS9wYc",
+                "rpId": "web.whatsapp.com",
+                "allowCredentials": [{ "type": "public-key", "id": "q2V5LWlk" }],
+                "userVerification": "required",
+                "timeout": 120000,
+            }),
+        }
+    }
+}
+
+/// `data` of `passkey_confirmation`: WhatsApp accepted the passkey and the link is being
+/// confirmed; the phone shows the same code.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct PasskeyConfirmationData {
+    /// `XXXX-XXXX`.
+    pub code: String,
+    /// Whether to show the code so the user can compare it with the phone's: false when the
+    /// link proved its continuity with an earlier one.
+    pub show_code: bool,
+}
+
+impl Example for PasskeyConfirmationData {
+    fn example() -> Self {
+        Self {
+            code: "K7QM-2XPA".into(),
+            show_code: true,
+        }
+    }
+}
+
+/// `data` of `app_state_sync_failed`: an app-state sync left collections (by WhatsApp's names,
+/// e.g. `critical_block`) unsynced.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct AppStateSyncFailedData {
+    /// Refused by WhatsApp; not retried on this connection.
+    pub fatal: Vec<String>,
+    /// Failed this time; the client retries them.
+    pub retryable: Vec<String>,
+    /// Whether the device is connected and usable anyway (a first login still ends in
+    /// `logged_in`, without what the collections hold, such as the push name).
+    pub connected: bool,
+}
+
+impl Example for AppStateSyncFailedData {
+    fn example() -> Self {
+        Self {
+            fatal: vec!["critical_block".into()],
+            retryable: Vec::new(),
+            connected: true,
+        }
+    }
+}
+
+/// `data` of `client_expiring`: WhatsApp named the date after which it refuses this gateway's
+/// WhatsApp client version. Update wagate before then, or logins fail with `client_outdated`.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct ClientExpiringData {
+    /// That date.
+    pub expires_at: Timestamp,
+}
+
+impl Example for ClientExpiringData {
+    fn example() -> Self {
+        Self {
+            expires_at: (example_time() + chrono::Duration::days(30)).into(),
         }
     }
 }
@@ -290,6 +398,30 @@ event!(
     Some("my-device-id".to_string())
 );
 event!(
+    /// WhatsApp asks the account's passkey to confirm the link.
+    PasskeyRequestedEvent,
+    PasskeyRequestedData,
+    Some("my-device-id".to_string())
+);
+event!(
+    /// The passkey was accepted; the code to compare with the phone's.
+    PasskeyConfirmationEvent,
+    PasskeyConfirmationData,
+    Some("my-device-id".to_string())
+);
+event!(
+    /// An app-state sync left collections unsynced.
+    AppStateSyncFailedEvent,
+    AppStateSyncFailedData,
+    Some("my-device-id".to_string())
+);
+event!(
+    /// WhatsApp named the date this client version stops being accepted.
+    ClientExpiringEvent,
+    ClientExpiringData,
+    Some("my-device-id".to_string())
+);
+event!(
     /// A test event.
     PingEvent,
     PingData,
@@ -318,6 +450,18 @@ pub enum WebhookEvent {
     /// `state_changed`.
     #[oai(mapping = "state_changed")]
     StateChanged(StateChangedEvent),
+    /// `passkey_requested`.
+    #[oai(mapping = "passkey_requested")]
+    PasskeyRequested(PasskeyRequestedEvent),
+    /// `passkey_confirmation`.
+    #[oai(mapping = "passkey_confirmation")]
+    PasskeyConfirmation(PasskeyConfirmationEvent),
+    /// `app_state_sync_failed`.
+    #[oai(mapping = "app_state_sync_failed")]
+    AppStateSyncFailed(AppStateSyncFailedEvent),
+    /// `client_expiring`.
+    #[oai(mapping = "client_expiring")]
+    ClientExpiring(ClientExpiringEvent),
     /// `ping`.
     #[oai(mapping = "ping")]
     Ping(PingEvent),

@@ -1,4 +1,4 @@
-//! The two login endpoints: QR code and pairing code.
+//! The login endpoints: QR code, pairing code, and the passkey step some accounts add to both.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use poem_openapi::types::Example;
 
 use crate::auth::TenantAuth;
 use crate::device_path::DevicePath;
-use crate::devices::{CANCELLED, NO_DEVICE};
+use crate::devices::{CANCELLED, DeviceStateName, NO_DEVICE};
 use crate::envelope::envelope;
 use crate::spec::OperationErrors;
 use crate::{ApiError, ApiState, ApiTags};
@@ -60,6 +60,32 @@ impl Example for PairCodeResult {
     }
 }
 
+/// A passkey assertion WhatsApp accepted; the link goes on to `logged_in`.
+#[derive(Debug, Clone, Object)]
+#[oai(example)]
+pub struct PasskeyAcceptedResult {
+    /// The device being linked.
+    pub device_id: String,
+    /// Its state: still `passkey_required` until the link completes (`passkey_confirmation`,
+    /// then `logged_in`, follow as events).
+    pub state: DeviceStateName,
+}
+
+impl Example for PasskeyAcceptedResult {
+    fn example() -> Self {
+        Self {
+            device_id: "my-device-id".into(),
+            state: DeviceStateName::PasskeyRequired,
+        }
+    }
+}
+
+envelope!(
+    /// WhatsApp accepted the passkey assertion.
+    PasskeyAcceptedResponse,
+    PasskeyAcceptedResult,
+    "Passkey accepted"
+);
 envelope!(
     /// A QR code was generated.
     QrLoginResponse,
@@ -74,9 +100,15 @@ envelope!(
 );
 
 /// What can go wrong with a login besides a bad phone number.
-const LOGIN_ERRORS: [(u16, &str); 5] = [
+const LOGIN_ERRORS: [(u16, &str); 6] = [
     NO_DEVICE,
     CANCELLED,
+    (
+        409,
+        "`PASSKEY_REQUIRED`: the account confirms links with a passkey; the envelope carries \
+         `passkey_request_options`: get an assertion for them and post it to \
+         `POST /devices/{device_id}/login/passkey`.",
+    ),
     (
         429,
         "`RATE_LIMITED`: WhatsApp asked to slow down; retry after `Retry-After` seconds.",
@@ -116,6 +148,29 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
             )],
             &LOGIN_ERRORS,
         ],
+    },
+    OperationErrors {
+        operation: "loginDeviceWithPasskey",
+        answers: &[&[
+            (
+                400,
+                "`VALIDATION_ERROR`: the device id is malformed, or the body is not a WebAuthn \
+                 assertion (`rawId`, `type: public-key`, `response` with `clientDataJSON`, \
+                 `authenticatorData` and `signature`, base64url).",
+            ),
+            NO_DEVICE,
+            CANCELLED,
+            (
+                409,
+                "`NO_PASSKEY_REQUESTED`: the device is not in `passkey_required`.",
+            ),
+            (
+                502,
+                "`WHATSAPP_REFUSED`: WhatsApp did not accept the assertion; the login ended \
+                 (`login_failed`, `passkey_failed`) and the device is `disconnected`: start a \
+                 new login.",
+            ),
+        ]],
     },
 ];
 
@@ -181,6 +236,44 @@ impl LoginApi {
             PairCodeResult {
                 pair_code: code.pair_code,
                 device_id: id.to_string(),
+            },
+        ))
+    }
+
+    /// Confirm a login with the account's passkey
+    ///
+    /// Some accounts confirm every new link with a passkey. After the scan (or the pairing
+    /// code) such a device goes to `passkey_required`: the `passkey_requested` event, and the
+    /// 409 `PASSKEY_REQUIRED` answer of the login calls, carry WebAuthn request options. Get an
+    /// assertion for them (`navigator.credentials.get` on a device that holds the passkey) and
+    /// post the `PublicKeyCredential` as JSON here. Once WhatsApp accepts it,
+    /// `passkey_confirmation` carries a code the phone shows too, and `logged_in` follows.
+    #[oai(
+        path = "/devices/:device_id/login/passkey",
+        method = "post",
+        operation_id = "loginDeviceWithPasskey"
+    )]
+    async fn login_passkey(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// The device waiting for the passkey.
+        device_id: Path<DevicePath>,
+        /// The WebAuthn assertion: `{"id", "rawId", "type": "public-key", "response":
+        /// {"clientDataJSON", "authenticatorData", "signature", "userHandle"}}`, binary fields
+        /// base64url.
+        assertion: Json<serde_json::Value>,
+    ) -> Result<Json<PasskeyAcceptedResponse>, ApiError> {
+        let id = device_id.0.0;
+        state
+            .manager
+            .login_passkey(auth.0.id, &id, &assertion.0)
+            .await?;
+        Ok(PasskeyAcceptedResponse::success(
+            "Passkey accepted",
+            PasskeyAcceptedResult {
+                device_id: id.to_string(),
+                state: DeviceStateName::PasskeyRequired,
             },
         ))
     }

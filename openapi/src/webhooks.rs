@@ -36,16 +36,28 @@ pub enum WebhookEventType {
     LoginFailed,
     /// The device moved between states.
     StateChanged,
+    /// WhatsApp asks the account's passkey to confirm the link.
+    PasskeyRequested,
+    /// The passkey was accepted; the code to compare with the phone's.
+    PasskeyConfirmation,
+    /// An app-state sync left collections unsynced.
+    AppStateSyncFailed,
+    /// WhatsApp named the date this client version stops being accepted.
+    ClientExpiring,
 }
 
 impl WebhookEventType {
-    const ALL: [(Self, &'static str); 6] = [
+    const ALL: [(Self, &'static str); 10] = [
         (Self::QrRefreshed, "qr_refreshed"),
         (Self::PairCodeIssued, "pair_code_issued"),
         (Self::LoggedIn, "logged_in"),
         (Self::LoggedOut, "logged_out"),
         (Self::LoginFailed, "login_failed"),
         (Self::StateChanged, "state_changed"),
+        (Self::PasskeyRequested, "passkey_requested"),
+        (Self::PasskeyConfirmation, "passkey_confirmation"),
+        (Self::AppStateSyncFailed, "app_state_sync_failed"),
+        (Self::ClientExpiring, "client_expiring"),
     ];
 
     fn name(self) -> String {

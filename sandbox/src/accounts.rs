@@ -13,6 +13,7 @@ use wacore_libsignal::protocol::KeyPair;
 use crate::conn::Conn;
 use crate::keys::{KeyBundle, SignedPrekey};
 use crate::signal::PhoneSession;
+use crate::webauthn::Credential;
 
 /// A simulated primary phone: one WhatsApp account.
 pub(crate) struct Phone {
@@ -34,6 +35,11 @@ pub(crate) struct Phone {
     pub account: AccountKind,
     /// The account's app-state sync key, which the phone shares with every companion it links.
     pub app_state_key: AppStateKey,
+    /// The passkey registered for the account, made when it first became a passkey account;
+    /// shared so the phone can sign with it after letting go of the registry.
+    pub passkey: Option<Arc<Credential>>,
+    /// The next app-state sync a companion of this account asks for is refused.
+    pub refuse_app_state_sync: bool,
 }
 
 /// What kind of WhatsApp account a simulated phone holds.
@@ -49,6 +55,11 @@ pub enum AccountKind {
     /// outside and signs as E2EE inside, as such phones do. whatsapp-rust 0.7.0 checks the
     /// signature with the outer type's prefix and refuses it (fixed upstream, not released).
     Hosted,
+    /// A personal account protected by a passkey (WhatsApp's SHORTCAKE_PASSKEY linking): before
+    /// `pair-success` the companion must present a WebAuthn assertion signed with the account's
+    /// passkey, then agree a key with the phone and send its ADV secret under it. The phone's
+    /// test passkey signs assertions through `Sandbox::passkey_assertion`.
+    Passkey,
 }
 
 impl AccountKind {
@@ -56,7 +67,7 @@ impl AccountKind {
     pub fn business_name(self, number: &str) -> Option<String> {
         let last4 = &number[number.len().saturating_sub(4)..];
         match self {
-            Self::Personal => None,
+            Self::Personal | Self::Passkey => None,
             Self::Business | Self::Hosted => Some(format!("Sandbox Business {last4}")),
         }
     }
@@ -238,6 +249,8 @@ impl Registry {
                     data: rand::random(),
                     timestamp_ms: crate::stanza::now_millis(),
                 },
+                passkey: None,
+                refuse_app_state_sync: false,
             }
         })
     }

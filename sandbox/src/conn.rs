@@ -61,6 +61,9 @@ pub(crate) struct Conn {
     pending: Mutex<HashMap<String, oneshot::Sender<Node>>>,
     /// `companion_finish` waiters by pairing ref: the phone decides how to answer them.
     finish_waiters: Mutex<HashMap<Vec<u8>, oneshot::Sender<Node>>>,
+    /// Where the client's passkey-handshake requests go while the phone runs that handshake
+    /// here; the phone answers them itself.
+    passkey_requests: Mutex<Option<mpsc::Sender<Node>>>,
     next_id: AtomicU64,
     /// Set once the client has left passive mode, i.e. it is ready for what was queued for it.
     active: AtomicBool,
@@ -84,6 +87,7 @@ impl Conn {
             out,
             pending: Mutex::new(HashMap::new()),
             finish_waiters: Mutex::new(HashMap::new()),
+            passkey_requests: Mutex::new(None),
             next_id: AtomicU64::new(1),
             active: AtomicBool::new(false),
         };
@@ -106,6 +110,11 @@ impl Conn {
             .send(Outbound::Node(node))
             .await
             .map_err(|_| RequestError::Gone)
+    }
+
+    /// Resolves once nothing can reach the client any more: its socket closed or was closed.
+    pub async fn closed(&self) {
+        self.out.closed().await;
     }
 
     /// Sends a last stanza, then closes the socket.
@@ -165,6 +174,29 @@ impl Conn {
         pairing_ref: &[u8],
     ) -> Option<oneshot::Sender<Node>> {
         lock(&self.finish_waiters).remove(pairing_ref)
+    }
+
+    /// Sends the client's passkey-handshake requests to the returned queue until it is dropped.
+    pub fn divert_passkey_requests(&self) -> mpsc::Receiver<Node> {
+        // A handful suffices: the client sends one request per step and waits for its answer.
+        let (tx, rx) = mpsc::channel(8);
+        *lock(&self.passkey_requests) = Some(tx);
+        rx
+    }
+
+    /// Hands a client's passkey-handshake request to the handshake running on this connection;
+    /// gives it back when none runs (or the client floods it), for the caller to refuse.
+    pub fn divert_passkey_request(&self, request: Node) -> Option<Node> {
+        let mut slot = lock(&self.passkey_requests);
+        let Some(tx) = slot.as_ref() else {
+            return Some(request);
+        };
+        let sent = tx.try_send(request);
+        if tx.is_closed() {
+            // The handshake ended; forget it so the next request is refused at once.
+            *slot = None;
+        }
+        sent.err().map(|e| e.into_inner())
     }
 }
 

@@ -21,7 +21,7 @@ use crate::noise::{Established, Response};
 use crate::shared::Shared;
 use crate::stanza::{self, SERVER};
 use crate::wire::{FrameReader, SealedDirection, frame};
-use crate::{bootstrap, encrypt, iq, pair_code};
+use crate::{bootstrap, encrypt, incidents, iq, pair_code, passkey};
 
 /// How long a client may take over each handshake message.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -74,7 +74,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocketStream) {
     });
 
     if conn.registration.is_some() {
-        start_registration(&shared, &conn).await;
+        if !incidents::refuse_if_rate_limited(&shared, &conn).await {
+            start_registration(&shared, &conn).await;
+        }
     } else {
         start_login(&shared, &conn).await;
     }
@@ -292,7 +294,11 @@ async fn on_stanza(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
         let phone = registry.phones.get(number)?;
         Some(format!("{}@lid", phone.lid_user))
     };
-    let answer = iq::answer(&node, &lid_of);
+    let answer = if xmlns == "w:sync:app:state" && incidents::take_app_state_refusal(shared, conn) {
+        iq::app_state_refusing(&node, Some(incidents::REFUSED_COLLECTION))
+    } else {
+        iq::answer(&node, &lid_of)
+    };
     let went_active = xmlns == "passive" && stanza::child(&node, "active").is_some();
     let _ = conn.send(answer).await;
     if went_active && conn.jid.is_some() {
@@ -309,7 +315,8 @@ async fn on_stanza(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
     }
 }
 
-/// Multi-device management requests: pairing codes and a companion removing itself.
+/// Multi-device management requests: pairing codes, passkey links and a companion removing
+/// itself.
 async fn on_md_request(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
     if let Some(reg) = stanza::child(&node, "link_code_companion_reg") {
         match stanza::attr(reg, "stage").as_deref() {
@@ -352,6 +359,10 @@ async fn on_md_request(shared: &Arc<Shared>, conn: &Arc<Conn>, node: Node) {
         let _ = conn.send(answer).await;
         return;
     }
+    // A passkey link's steps belong to the phone running that handshake.
+    let Some(node) = passkey::divert(conn, node).await else {
+        return;
+    };
     let _ = conn
         .send(stanza::iq_error(&node, 501, "feature-not-implemented"))
         .await;

@@ -127,13 +127,32 @@ fn lid_lookup(request: &Node, lid_of: &dyn Fn(&str) -> Option<String>) -> Node {
 /// App-state sync: every requested collection comes back empty, which the client counts as
 /// synced. An error here would hold back `Connected`, so every name asked for is answered.
 fn app_state(request: &Node) -> Node {
+    app_state_refusing(request, None)
+}
+
+/// App-state sync as [`app_state`], except that the collection `refused` (if asked for) is
+/// refused with a 400: final for this connection, so the client connects without it.
+pub fn app_state_refusing(request: &Node, refused: Option<&str>) -> Node {
     let collections: Vec<Node> = stanza::child(request, "sync")
         .and_then(|s| s.children())
         .unwrap_or_default()
         .iter()
         .filter(|c| c.tag == "collection")
         .filter_map(|c| stanza::attr(c, "name"))
-        .map(|name| NodeBuilder::new("collection").attr("name", name).build())
+        .map(|name| {
+            if refused == Some(name.as_str()) {
+                NodeBuilder::new("collection")
+                    .attr("name", name)
+                    .attr("type", "error")
+                    .children([NodeBuilder::new("error")
+                        .attr("code", "400")
+                        .attr("text", "bad-request")
+                        .build()])
+                    .build()
+            } else {
+                NodeBuilder::new("collection").attr("name", name).build()
+            }
+        })
         .collect();
     stanza::iq_result(
         request,

@@ -9,11 +9,14 @@
 //! sandbox's chain is shaped like WhatsApp's but cannot be signed by WhatsApp's root key.
 //!
 //! Modules depend only on modules before them in this order, so their dependencies form no
-//! cycle: `clock`, `config`, `stanza`, `wire`, `noise` → `conn`, `iq`, `keys` → `signal` →
-//! `accounts` → `shared` → `phone` → `pair_code` → `bootstrap` → `encrypt` → `connection` →
-//! `server`. The connection handle (`conn`) sits below the
-//! registry and the phone so that both drive clients without depending on the socket code
+//! cycle: `clock`, `config`, `stanza`, `wire`, `noise`, `webauthn` → `conn`, `iq`, `keys` →
+//! `signal`, `passkey` → `accounts` → `shared` → `phone` → `incidents` → `pair_code` →
+//! `bootstrap` → `encrypt` → `connection` → `server`. The connection handle (`conn`) sits below
+//! the registry and the phone so that both drive clients without depending on the socket code
 //! (`connection`); `shared` sits below everything that takes it, and only `server` creates it.
+//! The test passkey (`webauthn`) needs nothing of the sandbox, so the registry can hold it; the
+//! passkey handshake (`passkey`) needs only a connection handle, so the phone runs it and the
+//! socket code hands it the client's requests.
 
 #![deny(unsafe_code)]
 
@@ -24,15 +27,18 @@ mod config;
 mod conn;
 mod connection;
 mod encrypt;
+mod incidents;
 mod iq;
 mod keys;
 pub mod noise;
 mod pair_code;
+mod passkey;
 mod phone;
 mod server;
 mod shared;
 mod signal;
 mod stanza;
+mod webauthn;
 pub mod wire;
 
 pub use accounts::{AccountInfo, AccountKind, ClientInfo, ClientState, Delivery};

@@ -2,6 +2,7 @@
 //! device into the account (ADV), and can unlink it again.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 use buffa::Message as _;
@@ -15,8 +16,10 @@ use waproto::whatsapp as wa;
 
 use crate::accounts::{AccountKind, Companion, Owed};
 use crate::conn::{Conn, RequestError, device_jid, lock};
+use crate::passkey::{self, HandshakeError};
 use crate::shared::Shared;
 use crate::stanza;
+use crate::webauthn::Credential;
 
 /// Why a phone operation failed.
 #[derive(Debug, Error)]
@@ -60,6 +63,32 @@ pub enum PhoneError {
     /// No companion with this JID is linked.
     #[error("no companion device `{0}` is linked")]
     NotLinked(String),
+    /// A passkey account's phone refused the companion's passkey handshake (the assertion, its
+    /// commitment or its pairing request); nothing was linked. The text names the phone and the
+    /// check that failed.
+    #[error("{0}")]
+    PasskeyRejected(String),
+    /// The companion of a passkey link did not take its next step in time; nothing was linked.
+    #[error(
+        "phone {phone} gave up the passkey link: the companion sent no {waiting_for} within {after:?}"
+    )]
+    PasskeyTimeout {
+        /// The phone linking.
+        phone: String,
+        /// The step it waited for.
+        waiting_for: &'static str,
+        /// How long it waited, on the sandbox's scaled clock.
+        after: Duration,
+    },
+    /// The phone holds no passkey: its account is not a passkey account.
+    #[error("phone {0} holds no passkey: make its account `passkey` first")]
+    NotPasskeyAccount(String),
+    /// WebAuthn request options the phone's authenticator cannot answer.
+    #[error("the passkey request options {0}")]
+    InvalidPasskeyOptions(String),
+    /// The companion is linked but no client of it is connected to hear what the server says.
+    #[error("companion device `{0}` is linked but offline: connect its client first")]
+    Offline(String),
 }
 
 /// A companion device the phone just linked.
@@ -73,6 +102,10 @@ pub struct Linked {
     pub phone: String,
     /// The business name the phone's account gave in `pair-success`, for a business account.
     pub business_name: Option<String>,
+    /// For a passkey account, the verification code the phone derived in the passkey handshake,
+    /// as `XXXX-XXXX`: the companion shows its user the same code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passkey_code: Option<String>,
 }
 
 struct Qr {
@@ -129,17 +162,8 @@ pub(crate) async fn scan_qr(
 ) -> Result<Linked, PhoneError> {
     let qr = parse_qr(qr)?;
     let phone = phone.map(normalize_phone).transpose()?;
-    let (conn, phone) = {
-        let mut registry = lock(&shared.registry);
-        let conn = registry
-            .refs
-            .get(&qr.reference)
-            .and_then(|id| registry.connections.get(id))
-            .cloned()
-            .ok_or_else(|| PhoneError::UnknownQrRef(qr.reference.clone()))?;
-        let phone = phone.unwrap_or_else(|| registry.fresh_phone_number());
-        (conn, phone)
-    };
+    let conn = showing(shared, &qr.reference)?;
+    let phone = phone.unwrap_or_else(|| lock(&shared.registry).fresh_phone_number());
     let identity_matches = conn
         .registration
         .as_ref()
@@ -148,6 +172,23 @@ pub(crate) async fn scan_qr(
         return Err(PhoneError::ForeignQr(qr.reference));
     }
     complete_pairing(shared, &conn, &phone, qr.identity, qr.adv_secret).await
+}
+
+/// The registering client a QR code `qr` is showing, and the code's ref.
+pub(crate) fn showing_qr(shared: &Shared, qr: &str) -> Result<(Arc<Conn>, String), PhoneError> {
+    let reference = parse_qr(qr)?.reference;
+    Ok((showing(shared, &reference)?, reference))
+}
+
+/// The registering client that holds QR ref `reference`.
+fn showing(shared: &Shared, reference: &str) -> Result<Arc<Conn>, PhoneError> {
+    let registry = lock(&shared.registry);
+    registry
+        .refs
+        .get(reference)
+        .and_then(|id| registry.connections.get(id))
+        .cloned()
+        .ok_or_else(|| PhoneError::UnknownQrRef(reference.to_string()))
 }
 
 /// Signs the companion into `phone`'s account with `pair-success`, waits for its countersigned
@@ -159,6 +200,11 @@ pub(crate) async fn complete_pairing(
     companion_identity: [u8; 32],
     adv_secret: [u8; 32],
 ) -> Result<Linked, PhoneError> {
+    // A passkey account links only once the companion proves its passkey, and then signs with
+    // the ADV secret the companion sent under the handshake's key: the QR's or the code's one
+    // is what a companion without the passkey would know too.
+    let passkey = passkey_handshake(shared, conn, phone, &companion_identity).await?;
+    let adv_secret = passkey.as_ref().map_or(adv_secret, |p| p.adv_secret);
     let (identity, raw_id, device, lid_user, account) = {
         let mut registry = lock(&shared.registry);
         let p = registry.phone(phone);
@@ -240,7 +286,69 @@ pub(crate) async fn complete_pairing(
         lid,
         phone: phone.to_string(),
         business_name,
+        passkey_code: passkey.map(|p| p.code),
     })
+}
+
+/// For a passkey account, runs the passkey handshake with the companion on `conn`; `None` for
+/// any other account.
+async fn passkey_handshake(
+    shared: &Shared,
+    conn: &Conn,
+    phone: &str,
+    companion_identity: &[u8; 32],
+) -> Result<Option<passkey::PasskeyLink>, PhoneError> {
+    let registered = {
+        let mut registry = lock(&shared.registry);
+        let p = registry.phone(phone);
+        match p.account {
+            AccountKind::Passkey => Some(
+                p.passkey
+                    .get_or_insert_with(|| Arc::new(Credential::generate()))
+                    .registered(),
+            ),
+            _ => None,
+        }
+    };
+    let Some(registered) = registered else {
+        return Ok(None);
+    };
+    let time_scale = shared.config.time_scale;
+    let outcome = passkey::run(conn, &registered, companion_identity, time_scale).await;
+    outcome.map(Some).map_err(|e| match e {
+        HandshakeError::Rejected(why) => PhoneError::PasskeyRejected(format!(
+            "phone {phone} refused the companion's passkey link: {why}"
+        )),
+        HandshakeError::Timeout { waiting_for, after } => PhoneError::PasskeyTimeout {
+            phone: phone.to_string(),
+            waiting_for,
+            after,
+        },
+        HandshakeError::Gone => PhoneError::CompanionGone(RequestError::Gone),
+    })
+}
+
+/// The phone's passkey signs an assertion for the WebAuthn request options `options_json`, as
+/// its password manager would after verifying its user; the assertion is in WhatsApp Web's JSON
+/// shape, ready for a companion's `passkey_prologue`.
+pub(crate) fn passkey_assertion(
+    shared: &Shared,
+    phone: &str,
+    options_json: &str,
+) -> Result<String, PhoneError> {
+    let phone = normalize_phone(phone)?;
+    let credential = {
+        let registry = lock(&shared.registry);
+        registry
+            .phones
+            .get(&phone)
+            .filter(|p| p.account == AccountKind::Passkey)
+            .and_then(|p| p.passkey.clone())
+    };
+    let credential = credential.ok_or(PhoneError::NotPasskeyAccount(phone))?;
+    credential
+        .assert(options_json)
+        .map_err(|e| PhoneError::InvalidPasskeyOptions(e.to_string()))
 }
 
 /// The `ADVSignedDeviceIdentityHMAC` of `pair-success`: the phone's account signature over the
@@ -349,7 +457,14 @@ pub(crate) fn set_account(
     kind: AccountKind,
 ) -> Result<(), PhoneError> {
     let phone = normalize_phone(phone)?;
-    lock(&shared.registry).phone(&phone).account = kind;
+    let mut registry = lock(&shared.registry);
+    let p = registry.phone(&phone);
+    p.account = kind;
+    // The account's passkey is registered once and kept, as a user's passkey outlives a
+    // switch of the account to another kind and back.
+    if kind == AccountKind::Passkey && p.passkey.is_none() {
+        p.passkey = Some(Arc::new(Credential::generate()));
+    }
     Ok(())
 }
 

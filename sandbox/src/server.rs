@@ -21,7 +21,7 @@ use crate::config::SandboxConfig;
 use crate::conn::lock;
 use crate::phone::{self, Linked, PhoneError};
 use crate::shared::Shared;
-use crate::{connection, pair_code};
+use crate::{connection, incidents, pair_code};
 
 /// The sandbox could not start.
 #[derive(Debug, Error)]
@@ -111,10 +111,43 @@ impl Sandbox {
         pair_code::enter_pair_code(&self.shared, phone, code).await
     }
 
-    /// Makes the account of `phone` one of `kind` (personal, business, hosted): what the
-    /// companions it links from now on see in `pair-success`.
+    /// The phone `phone`'s passkey signs an assertion for the WebAuthn request options
+    /// `options_json` (a companion's `PairPasskeyRequest`), as its password manager would after
+    /// verifying its user. Returns the assertion JSON in WhatsApp Web's shape:
+    /// `{"id","rawId","type":"public-key","response":{"clientDataJSON","authenticatorData",
+    /// "signature","userHandle"}}`, binary fields base64url without padding.
+    pub fn passkey_assertion(&self, phone: &str, options_json: &str) -> Result<String, PhoneError> {
+        phone::passkey_assertion(&self.shared, phone, options_json)
+    }
+
+    /// Makes the account of `phone` one of `kind` (personal, business, hosted, passkey): what
+    /// the companions it links from now on see in `pair-success`; a passkey account also gets
+    /// its passkey, and its companions must prove it before `pair-success`.
     pub fn set_account(&self, phone: &str, kind: AccountKind) -> Result<(), PhoneError> {
         phone::set_account(&self.shared, phone, kind)
+    }
+
+    /// The server retires the registration of the client showing `qr` (`companion_reg_refresh`):
+    /// the client shows the same ref again under a new ADV secret. Returns the ref.
+    pub async fn refresh_registration(&self, qr: &str) -> Result<String, PhoneError> {
+        incidents::refresh_registration(&self.shared, qr).await
+    }
+
+    /// While `on`, new registrations are refused with a 429 stream error (rate limited).
+    pub fn set_rate_limited(&self, on: bool) {
+        incidents::set_rate_limited(&self.shared, on);
+    }
+
+    /// The next app-state sync a companion of `phone` asks for is refused for `critical_block`,
+    /// which the client takes as final and connects without.
+    pub fn refuse_next_app_state_sync(&self, phone: &str) -> Result<(), PhoneError> {
+        incidents::refuse_next_app_state_sync(&self.shared, phone)
+    }
+
+    /// Tells the online companion `jid` that its client version expires at `at` (seconds since
+    /// the Unix epoch).
+    pub async fn announce_client_expiration(&self, jid: &str, at: u64) -> Result<(), PhoneError> {
+        incidents::announce_client_expiration(&self.shared, jid, at).await
     }
 
     /// The phone unlinks the companion `jid`; an online client is logged out at once.
@@ -204,9 +237,20 @@ fn routes() -> Route {
         .at("/phone/scan", post(phone_scan))
         .at("/phone/pair-code", post(phone_pair_code))
         .at("/phone/unlink", post(phone_unlink))
+        .at("/phone/passkey/assert", post(phone_passkey_assert))
         .at("/accounts", get(list_accounts))
         .at("/clients", get(list_clients))
         .at("/outage", post(set_outage))
+        .at("/rate-limit", post(set_rate_limit))
+        .at(
+            "/phone/refuse-app-state-sync",
+            post(phone_refuse_app_state_sync),
+        )
+        .at(
+            "/server/refresh-registration",
+            post(server_refresh_registration),
+        )
+        .at("/server/client-expiration", post(server_client_expiration))
 }
 
 #[handler]
@@ -241,6 +285,12 @@ fn phone_error(e: PhoneError) -> Response {
         PhoneError::UnknownQrRef(_) | PhoneError::NoPendingCode(_) | PhoneError::NotLinked(_) => {
             StatusCode::NOT_FOUND
         }
+        PhoneError::Offline(_) => StatusCode::CONFLICT,
+        PhoneError::InvalidPasskeyOptions(_) => StatusCode::BAD_REQUEST,
+        PhoneError::NotPasskeyAccount(_) => StatusCode::NOT_FOUND,
+        // The phone understood the link and refuses it: the companion did not prove the passkey.
+        PhoneError::PasskeyRejected(_) => StatusCode::FORBIDDEN,
+        PhoneError::PasskeyTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         PhoneError::Refused { .. } | PhoneError::CompanionGone(_) => StatusCode::BAD_GATEWAY,
     };
     error(status, e.to_string())
@@ -324,6 +374,41 @@ async fn phone_unlink(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Respon
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PasskeyAssertBody {
+    phone: String,
+    /// The request options: the JSON object itself, or the string a client's event carries.
+    options: serde_json::Value,
+}
+
+#[handler]
+fn phone_passkey_assert(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: PasskeyAssertBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let options = match body.options {
+        serde_json::Value::String(text) => text,
+        object @ serde_json::Value::Object(_) => object.to_string(),
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "`options` must be the request options, as an object or a string: got {other}"
+                ),
+            );
+        }
+    };
+    match phone::passkey_assertion(shared, &body.phone, &options) {
+        // Already JSON: passed on as the phone wrote it.
+        Ok(assertion) => Response::builder()
+            .content_type("application/json")
+            .body(assertion),
+        Err(e) => phone_error(e),
+    }
+}
+
 #[handler]
 fn list_accounts(Data(shared): Data<&Arc<Shared>>) -> Json<Vec<AccountInfo>> {
     Json(lock(&shared.registry).account_infos())
@@ -348,4 +433,76 @@ fn set_outage(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
     };
     shared.outage.send_replace(body.down);
     Json(json!({ "down": body.down })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitBody {
+    on: bool,
+}
+
+#[handler]
+fn set_rate_limit(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: RateLimitBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    incidents::set_rate_limited(shared, body.on);
+    Json(json!({ "on": body.on })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhoneBody {
+    phone: String,
+}
+
+#[handler]
+fn phone_refuse_app_state_sync(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: PhoneBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match incidents::refuse_next_app_state_sync(shared, &body.phone) {
+        Ok(()) => Json(json!({ "refused": incidents::REFUSED_COLLECTION })).into_response(),
+        Err(e) => phone_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QrBody {
+    qr: String,
+}
+
+#[handler]
+async fn server_refresh_registration(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: QrBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match incidents::refresh_registration(shared, &body.qr).await {
+        Ok(reference) => Json(json!({ "refreshed": reference })).into_response(),
+        Err(e) => phone_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpirationBody {
+    jid: String,
+    /// Seconds since the Unix epoch.
+    at: u64,
+}
+
+#[handler]
+async fn server_client_expiration(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: ExpirationBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    match incidents::announce_client_expiration(shared, &body.jid, body.at).await {
+        Ok(()) => Json(json!({ "jid": body.jid, "at": body.at })).into_response(),
+        Err(e) => phone_error(e),
+    }
 }

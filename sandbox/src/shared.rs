@@ -5,6 +5,7 @@
 //! without depending on the listener (`server`) that creates it.
 
 use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 
 use tokio::sync::watch;
 
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub registry: Mutex<Registry>,
     /// `true` while the sandbox plays an outage: sockets are dropped and upgrades refused.
     pub outage: watch::Sender<bool>,
+    /// `true` while new registrations are refused with a 429 stream error.
+    pub rate_limited: AtomicBool,
 }
 
 impl Shared {
@@ -33,6 +36,7 @@ impl Shared {
             identity: ServerIdentity::generate(),
             registry: Mutex::new(Registry::default()),
             outage: watch::channel(false).0,
+            rate_limited: AtomicBool::new(false),
         }
     }
 }

@@ -11,6 +11,8 @@ mod durable;
 #[cfg(feature = "sandbox")]
 mod embedded;
 mod login_code;
+mod login_outcomes;
+mod login_passkey;
 mod login_qr;
 mod plugins;
 #[cfg(feature = "sandbox")]

@@ -3,6 +3,7 @@
 
 mod client;
 mod http;
+mod passkey;
 mod phone;
 mod qr_image;
 mod session;
@@ -24,6 +25,7 @@ use crate::events::{EngineEventKind, EventBus, LoginFailure, NewEvent};
 use crate::store::{DeviceChange, Store, StoreError};
 
 pub use http::ReqwestHttp;
+pub use passkey::{InvalidPasskeyAssertion, PasskeyAssertion};
 pub use phone::{InvalidPhone, PhoneNumber};
 pub use qr_image::{QR_IMAGE_SIZE, QrImageError, render_png};
 
@@ -105,7 +107,7 @@ pub enum LoginError {
         waited: Duration,
     },
     /// WhatsApp asked the device to slow down.
-    #[error("whatsapp is rate limiting pairing codes for device `{device}`: retry later")]
+    #[error("whatsapp is rate limiting the logins of device `{device}`: retry later")]
     RateLimited {
         /// The device.
         device: DeviceId,
@@ -120,6 +122,27 @@ pub enum LoginError {
         /// What WhatsApp or the client said.
         reason: String,
     },
+    /// The account confirms links with a passkey: the login waits for its assertion.
+    #[error(
+        "the account linking device `{device}` confirms links with a passkey: get an assertion \
+         for `passkey_request_options` (navigator.credentials.get) and post it to \
+         POST /devices/{device}/login/passkey"
+    )]
+    PasskeyRequired {
+        /// The device.
+        device: DeviceId,
+        /// The WebAuthn request options to get the assertion for.
+        request_options: serde_json::Value,
+    },
+    /// A passkey assertion was posted for a device that is not waiting for one.
+    #[error(
+        "device `{0}` is not waiting for a passkey: post an assertion only while its state is \
+         `passkey_required`"
+    )]
+    NoPasskeyRequested(DeviceId),
+    /// The posted passkey assertion is malformed.
+    #[error(transparent)]
+    InvalidPasskeyAssertion(#[from] InvalidPasskeyAssertion),
     /// The login was cancelled by a logout, reconnect or deletion of the device.
     #[error("the login of device `{0}` was cancelled by a logout, reconnect or deletion")]
     Cancelled(DeviceId),
@@ -159,6 +182,15 @@ impl LoginError {
                 device: device.clone(),
                 reason: reason.clone(),
             },
+            Self::PasskeyRequired {
+                device,
+                request_options,
+            } => Self::PasskeyRequired {
+                device: device.clone(),
+                request_options: request_options.clone(),
+            },
+            Self::NoPasskeyRequested(d) => Self::NoPasskeyRequested(d.clone()),
+            Self::InvalidPasskeyAssertion(e) => Self::InvalidPasskeyAssertion(e.clone()),
             Self::Cancelled(d) => Self::Cancelled(d.clone()),
             Self::Store(e) => Self::Internal {
                 device: device.clone(),
@@ -377,6 +409,23 @@ impl DeviceManager {
         let phone = PhoneNumber::parse(phone)?;
         self.ask(tenant, device, |reply| Command::PairCode { phone, reply })
             .await
+    }
+
+    /// Hands the passkey assertion `assertion` (a WebAuthn `PublicKeyCredential` as JSON) to
+    /// the login of a device in `passkey_required`; answers once WhatsApp has accepted it.
+    pub async fn login_passkey(
+        &self,
+        tenant: TenantId,
+        device: &DeviceId,
+        assertion: &serde_json::Value,
+    ) -> Result<(), LoginError> {
+        // Bad input changes nothing: checked before the device or a session is touched.
+        let assertion = PasskeyAssertion::parse(assertion)?;
+        self.ask(tenant, device, |reply| Command::Passkey {
+            assertion,
+            reply,
+        })
+        .await
     }
 
     /// Logs the device out of WhatsApp and forgets its keys; the slot stays.

@@ -19,9 +19,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 use whatsapp_rust::types::events::Event;
 
-use super::client::{self, RunningClient};
+use super::client::{self, RunningClient, WireNotice};
 use super::{
-    DeviceKey, EngineContext, LoginError, PairCodeLogin, PhoneNumber, QrLogin, render_png,
+    DeviceKey, EngineContext, LoginError, PairCodeLogin, PasskeyAssertion, PhoneNumber, QrLogin,
+    render_png,
 };
 use crate::domain::DeviceState;
 use crate::events::{EngineEventKind, LoginFailure, NewEvent};
@@ -45,6 +46,11 @@ pub(crate) enum Command {
     /// first.
     Resume(oneshot::Sender<DeviceState>),
     CurrentPairCode(Reply<Option<(PhoneNumber, String)>>),
+    /// The account's passkey assertion, for a device in `passkey_required`.
+    Passkey {
+        assertion: PasskeyAssertion,
+        reply: Reply<()>,
+    },
     /// Ends the session; the device stays linked.
     Stop(oneshot::Sender<()>),
     /// Logs the device out (unlinking a linked one), then ends the session.
@@ -56,6 +62,11 @@ pub(crate) enum Command {
 const REUSE_MARGIN: Duration = Duration::from_secs(2);
 /// How long a client gets to shut down before it is aborted.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long logins of a device are refused after WhatsApp rate-limited one: what whatsapp-rust
+/// itself waits before reconnecting after a 429 (its sixth Fibonacci back-off step).
+const RATE_LIMIT_PAUSE: Duration = Duration::from_secs(8);
+/// How long the passkey step may take when WhatsApp's request options name no timeout.
+const PASSKEY_TIMEOUT: Duration = Duration::from_secs(300);
 
 struct PendingQr {
     login: QrLogin,
@@ -65,9 +76,16 @@ struct PendingQr {
 struct Running {
     client: RunningClient,
     generation: u64,
-    /// `PairSuccess` was seen (with the phone's platform): the next `Connected` is a new login,
-    /// not a reconnect.
-    paired: Option<String>,
+    /// `PairSuccess` was seen: the next `Connected` is a new login, not a reconnect.
+    paired: Option<Paired>,
+}
+
+/// What `PairSuccess` said about the account, for the `logged_in` that follows it.
+struct Paired {
+    /// The phone's platform.
+    platform: String,
+    /// The business's name, for a business account.
+    business_name: Option<String>,
 }
 
 /// The actor of one device; [`Session::run`] is its loop.
@@ -87,6 +105,13 @@ pub(crate) struct Session {
     generation: u64,
     qr: Option<PendingQr>,
     qr_index: u32,
+    /// The ref of the last code of the series: the client shows a ref again, under a new
+    /// secret, when WhatsApp rotates the registration, and that is not a new position.
+    qr_ref: Option<String>,
+    /// WhatsApp's passkey request options, while the device is in `passkey_required`.
+    passkey: Option<serde_json::Value>,
+    /// Logins are refused until then: WhatsApp rate-limited the last one.
+    rate_limited_until: Option<Instant>,
     qr_waiters: Vec<Reply<QrLogin>>,
     /// The pairing-code login (`pair_code`).
     code: PairCodeFlow,
@@ -114,6 +139,9 @@ impl Session {
             generation: 0,
             qr: None,
             qr_index: 0,
+            qr_ref: None,
+            passkey: None,
+            rate_limited_until: None,
             qr_waiters: Vec::new(),
             code: PairCodeFlow::new(),
             deadline: None,
@@ -212,6 +240,10 @@ impl Session {
             Command::CurrentPairCode(reply) => {
                 let _ = reply.send(Ok(self.current_pair_code()));
             }
+            Command::Passkey { assertion, reply } => {
+                let result = self.use_passkey(assertion).await;
+                let _ = reply.send(result);
+            }
             Command::Stop(_) | Command::LogOutAndStop(_) => unreachable!("handled by the loop"),
         }
     }
@@ -224,9 +256,32 @@ impl Session {
             .map(|q| &q.login)
     }
 
-    async fn want_qr(&mut self, reply: Reply<QrLogin>) {
+    /// Why a new login call cannot wait for a code now, if it cannot: the device is linked,
+    /// WhatsApp waits for its passkey, or WhatsApp rate-limited its last login.
+    fn login_blocked(&self) -> Option<LoginError> {
+        let device = self.device().clone();
         if self.state == DeviceState::LoggedIn {
-            let _ = reply.send(Err(LoginError::AlreadyLoggedIn(self.device().clone())));
+            return Some(LoginError::AlreadyLoggedIn(device));
+        }
+        if let Some(request_options) = &self.passkey {
+            return Some(LoginError::PasskeyRequired {
+                device,
+                request_options: request_options.clone(),
+            });
+        }
+        let left = self
+            .rate_limited_until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())?;
+        Some(LoginError::RateLimited {
+            device,
+            retry_after: Some(left),
+        })
+    }
+
+    async fn want_qr(&mut self, reply: Reply<QrLogin>) {
+        if let Some(blocked) = self.login_blocked() {
+            let _ = reply.send(Err(blocked));
             return;
         }
         if let Some(qr) = self.live_qr() {
@@ -242,23 +297,22 @@ impl Session {
         match event {
             Event::PairingQrCode(qr) => self.on_qr(&qr.code, qr.timeout).await,
             Event::PairSuccess(success) => {
+                // Linked: a passkey step, if there was one, is over.
+                if self.passkey.take().is_some() {
+                    self.deadline = None;
+                }
                 if let Some(running) = &mut self.running {
-                    running.paired = Some(success.platform.clone());
+                    running.paired = Some(Paired {
+                        platform: success.platform.clone(),
+                        business_name: Some(success.business_name.clone()),
+                    });
                 }
             }
             Event::Connected(_) => self.on_connected().await,
             Event::PairingQrCodesExhausted(x) => {
                 self.qr = None;
                 if x.disconnected {
-                    self.stop_client().await;
-                    self.record(
-                        Some(DeviceState::Disconnected),
-                        Link::Keep,
-                        vec![EngineEventKind::LoginFailed {
-                            reason: LoginFailure::QrExhausted,
-                        }],
-                    )
-                    .await;
+                    self.end_login(LoginFailure::QrExhausted, Link::Keep).await;
                     // Someone asked while the last code ran out: give them a new series.
                     if !self.qr_waiters.is_empty()
                         && let Err(e) = self.start_client().await
@@ -271,17 +325,8 @@ impl Session {
             Event::PairError(refused) if is_signature_mismatch(&refused.error) => {
                 // The phone is fine and a scan will not help: this client cannot verify the
                 // account's signature. Start the next attempt from a fresh identity.
-                self.qr = None;
-                self.code.forget();
-                self.stop_client().await;
-                self.record(
-                    Some(DeviceState::Disconnected),
-                    Link::End,
-                    vec![EngineEventKind::LoginFailed {
-                        reason: LoginFailure::PairingSignatureMismatch,
-                    }],
-                )
-                .await;
+                self.end_login(LoginFailure::PairingSignatureMismatch, Link::End)
+                    .await;
             }
             Event::PairingCodeError(_) | Event::PairError(_) => {
                 self.code.forget();
@@ -317,6 +362,41 @@ impl Session {
                 )
                 .await;
             }
+            Event::PairPasskeyRequest(request) => {
+                self.on_passkey_request(&request.request_options_json).await;
+            }
+            Event::PairPasskeyConfirmation(confirmation) => {
+                self.on_passkey_confirmation(&confirmation.code, confirmation.skip_handoff_ux)
+                    .await;
+            }
+            Event::PairPasskeyError(failure) => {
+                tracing::warn!(device = %self.device(), continuation = failure.continuation,
+                    "passkey link failed: {}", failure.error);
+                if self.state != DeviceState::LoggedIn {
+                    self.end_login(LoginFailure::PasskeyFailed, Link::End).await;
+                }
+            }
+            Event::AppStateSyncFailed(failed) => {
+                self.emit(EngineEventKind::AppStateSyncFailed {
+                    fatal: failed.fatal.clone(),
+                    retryable: failed.retryable.clone(),
+                    connected: failed.connected,
+                })
+                .await;
+            }
+            Event::RawNode(node) => match WireNotice::of(node) {
+                Some(WireNotice::RateLimited) => self.on_rate_limited().await,
+                Some(WireNotice::ClientExpiring(expires_at)) => {
+                    self.emit(EngineEventKind::ClientExpiring { expires_at })
+                        .await;
+                }
+                None => {}
+            },
+            Event::Disconnected(_) if self.passkey.is_some() => {
+                // The passkey handshake lives on the socket that just closed; the client comes
+                // back as a new registration, so this login cannot finish.
+                self.end_login(LoginFailure::PasskeyFailed, Link::End).await;
+            }
             Event::Disconnected(_) => {
                 self.qr = None;
                 if self.state != DeviceState::Disconnected {
@@ -328,6 +408,11 @@ impl Session {
     }
 
     async fn on_qr(&mut self, code: &str, timeout: Duration) {
+        // The client's QR rotation runs on while WhatsApp waits for the passkey; those codes
+        // can no longer link anything.
+        if self.passkey.is_some() {
+            return;
+        }
         let lifetime = self.scaled(timeout);
         let expires_at = Utc::now() + lifetime;
         let image = match self.store_image(code, expires_at).await {
@@ -351,8 +436,15 @@ impl Session {
             login: login.clone(),
             until: Instant::now() + lifetime,
         });
-        let index = self.qr_index;
-        self.qr_index += 1;
+        let reference = code.split(',').next().map(str::to_string);
+        let refreshed = reference.is_some() && reference == self.qr_ref;
+        let index = if refreshed {
+            self.qr_index.saturating_sub(1)
+        } else {
+            self.qr_index += 1;
+            self.qr_index - 1
+        };
+        self.qr_ref = reference;
         self.record(
             Some(DeviceState::Connected),
             Link::Keep,
@@ -361,6 +453,7 @@ impl Session {
                 link: login.link.clone(),
                 expires_at,
                 index,
+                refreshed,
             }],
         )
         .await;
@@ -395,12 +488,16 @@ impl Session {
         self.qr = None;
         self.code.forget();
         self.qr_index = 0;
+        self.qr_ref = None;
+        self.passkey = None;
+        self.deadline = None;
         let events = match paired {
-            Some(platform) => vec![EngineEventKind::LoggedIn {
+            Some(paired) => vec![EngineEventKind::LoggedIn {
                 jid: jid.clone().unwrap_or_default(),
                 lid,
                 push_name,
-                platform: Some(platform).filter(|p| !p.is_empty()),
+                platform: Some(paired.platform).filter(|p| !p.is_empty()),
+                business_name: paired.business_name.filter(|n| !n.is_empty()),
             }],
             None => Vec::new(),
         };
@@ -426,13 +523,18 @@ impl Session {
 
     async fn on_deadline(&mut self) {
         self.deadline = None;
+        if self.passkey.is_some() {
+            // Nobody posted the assertion in time.
+            self.end_login(LoginFailure::Timeout, Link::End).await;
+            return;
+        }
         if self.qr_waiters.is_empty() && !self.code.is_awaited() {
             return;
         }
         let qr_waiters = std::mem::take(&mut self.qr_waiters);
         let code_waiters = self.code.take_waiters();
         // The device is disconnected before anyone hears of the timeout.
-        self.give_up(LoginFailure::Timeout).await;
+        self.end_login(LoginFailure::Timeout, Link::Keep).await;
         let timeout = || LoginError::Timeout {
             device: self.key.device.clone(),
             waited: self.ctx.config.login_timeout,
@@ -445,16 +547,105 @@ impl Session {
         }
     }
 
-    /// Stops the client after a failed login attempt; the device is disconnected.
-    async fn give_up(&mut self, reason: LoginFailure) {
+    /// Ends a login attempt that cannot go on: the client stops, the device is disconnected,
+    /// and `login_failed` says why; `link` says whether what the attempt left (the keys of a
+    /// half-done pairing) goes with it.
+    async fn end_login(&mut self, reason: LoginFailure, link: Link<'_>) {
+        self.code.forget();
         self.stop_client().await;
         let to = (self.state != DeviceState::LoggedIn).then_some(DeviceState::Disconnected);
+        self.record(to, link, vec![EngineEventKind::LoginFailed { reason }])
+            .await;
+    }
+
+    /// WhatsApp asks the account's passkey to confirm the link: the device waits in
+    /// `passkey_required`, and every caller waiting for a code learns what to do instead.
+    async fn on_passkey_request(&mut self, options_json: &str) {
+        let request_options = serde_json::from_str::<serde_json::Value>(options_json)
+            .unwrap_or_else(|_| serde_json::Value::String(options_json.to_string()));
+        // WhatsApp's own timeout for the ceremony, when it names one.
+        let timeout = request_options
+            .get("timeout")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(PASSKEY_TIMEOUT, Duration::from_millis);
+        self.qr = None;
+        self.passkey = Some(request_options.clone());
         self.record(
-            to,
+            Some(DeviceState::PasskeyRequired),
             Link::Keep,
-            vec![EngineEventKind::LoginFailed { reason }],
+            vec![EngineEventKind::PasskeyRequested {
+                request_options: request_options.clone(),
+            }],
         )
         .await;
+        let device = self.device().clone();
+        self.fail_waiters(|| LoginError::PasskeyRequired {
+            device: device.clone(),
+            request_options: request_options.clone(),
+        });
+        self.deadline = Some(Instant::now() + self.scaled(timeout));
+    }
+
+    /// Hands the posted assertion to the client, which opens the passkey handshake with it;
+    /// WhatsApp refusing it ends the login.
+    async fn use_passkey(&mut self, assertion: PasskeyAssertion) -> Result<(), LoginError> {
+        let device = self.device().clone();
+        let client = match (&self.passkey, &self.running) {
+            (Some(_), Some(running)) => Arc::clone(&running.client.client),
+            _ => return Err(LoginError::NoPasskeyRequested(device)),
+        };
+        let assertion = whatsapp_rust::passkey::Assertion {
+            assertion_json: assertion.json,
+            credential_id: assertion.credential_id,
+        };
+        match client.send_passkey_response(assertion).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.end_login(LoginFailure::PasskeyFailed, Link::End).await;
+                Err(LoginError::Refused {
+                    device,
+                    reason: format!(
+                        "the passkey assertion was not accepted ({e}); start a new login"
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The passkey was accepted and both sides derived the verification code: the user is
+    /// shown it (unless continuity was proven), and the client finishes the link.
+    async fn on_passkey_confirmation(&mut self, code: &str, handoff_proven: bool) {
+        self.emit(EngineEventKind::PasskeyConfirmation {
+            code: code.to_string(),
+            show_code: !handoff_proven,
+        })
+        .await;
+        let Some(running) = &self.running else {
+            return;
+        };
+        let client = Arc::clone(&running.client.client);
+        if let Err(e) = client.send_passkey_confirmation().await {
+            tracing::warn!(device = %self.device(), "passkey link not confirmed: {e}");
+            self.end_login(LoginFailure::PasskeyFailed, Link::End).await;
+        }
+    }
+
+    /// WhatsApp ended the socket with a 429. A login stops and is refused for a while (the
+    /// client would otherwise reconnect and ask again); a linked device's client reconnects on
+    /// its own, after its back-off.
+    async fn on_rate_limited(&mut self) {
+        if self.state == DeviceState::LoggedIn {
+            tracing::warn!(device = %self.device(), "whatsapp rate-limited the connection; the client reconnects after its back-off");
+            return;
+        }
+        let pause = self.scaled(RATE_LIMIT_PAUSE);
+        self.rate_limited_until = Some(Instant::now() + pause);
+        self.end_login(LoginFailure::RateLimited, Link::Keep).await;
+        let device = self.device().clone();
+        self.fail_waiters(|| LoginError::RateLimited {
+            device: device.clone(),
+            retry_after: Some(pause),
+        });
     }
 
     fn arm_deadline(&mut self) {
@@ -526,6 +717,8 @@ impl Session {
     async fn stop_client(&mut self) {
         self.code.stop();
         self.qr = None;
+        self.qr_ref = None;
+        self.passkey = None;
         if let Some(running) = self.running.take() {
             // A shutdown that overruns is dropped, and dropping the handle aborts the client.
             let _ = tokio::time::timeout(STOP_GRACE, running.client.handle.shutdown()).await;

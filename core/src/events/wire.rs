@@ -14,13 +14,17 @@ use super::EngineEventKind;
 pub const PING: &str = "ping";
 
 /// Every event type a webhook endpoint can subscribe to.
-pub const EVENT_TYPES: [&str; 6] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "qr_refreshed",
     "pair_code_issued",
     "logged_in",
     "logged_out",
     "login_failed",
     "state_changed",
+    "passkey_requested",
+    "passkey_confirmation",
+    "app_state_sync_failed",
+    "client_expiring",
 ];
 
 /// An event as consumers receive it.
@@ -64,6 +68,7 @@ impl NewEvent {
                 link,
                 expires_at,
                 index,
+                refreshed,
             } => {
                 expires = Some(*expires_at);
                 json!({
@@ -71,6 +76,7 @@ impl NewEvent {
                     "qr_link": link,
                     "expires_at": expires_at,
                     "index": index,
+                    "refreshed": refreshed,
                 })
             }
             EngineEventKind::PairCodeIssued {
@@ -82,7 +88,26 @@ impl NewEvent {
                 lid,
                 push_name,
                 platform,
-            } => json!({ "jid": jid, "lid": lid, "push_name": push_name, "platform": platform }),
+                business_name,
+            } => json!({
+                "jid": jid,
+                "lid": lid,
+                "push_name": push_name,
+                "platform": platform,
+                "business_name": business_name,
+            }),
+            EngineEventKind::PasskeyRequested { request_options } => {
+                json!({ "request_options": request_options })
+            }
+            EngineEventKind::PasskeyConfirmation { code, show_code } => {
+                json!({ "code": code, "show_code": show_code })
+            }
+            EngineEventKind::AppStateSyncFailed {
+                fatal,
+                retryable,
+                connected,
+            } => json!({ "fatal": fatal, "retryable": retryable, "connected": connected }),
+            EngineEventKind::ClientExpiring { expires_at } => json!({ "expires_at": expires_at }),
             EngineEventKind::LoggedOut { reason } => json!({ "reason": reason }),
             EngineEventKind::LoginFailed { reason } => json!({ "reason": reason.as_str() }),
             EngineEventKind::StateChanged { from, to } => json!({ "from": from, "to": to }),
@@ -128,6 +153,7 @@ mod tests {
             link: link.into(),
             expires_at,
             index: 2,
+            refreshed: false,
         });
         assert_eq!(event.event_type, "qr_refreshed");
         assert_eq!(event.expires_at, Some(expires_at));

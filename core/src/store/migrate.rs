@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "webhooks",
         sql: include_str!("../../../migrations/0003_webhooks.sql"),
     },
+    Migration {
+        version: 4,
+        name: "passkey_state",
+        sql: include_str!("../../../migrations/0004_passkey_state.sql"),
+    },
 ];
 
 /// Serialises migrations across every process sharing the database ("wagate:m" in ASCII).

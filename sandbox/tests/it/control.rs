@@ -32,6 +32,10 @@ async fn bad_control_input_gets_a_400_with_a_message() {
             r#"{"phone": "628912344551", "code": "nope"}"#,
         ),
         ("/phone/unlink", r#"{}"#),
+        ("/rate-limit", r#"{"on": "yes"}"#),
+        ("/phone/refuse-app-state-sync", r#"{"phone": "12"}"#),
+        ("/server/refresh-registration", r#"{"qr": "garbage"}"#),
+        ("/server/client-expiration", r#"{"jid": "x", "at": -1}"#),
     ] {
         let (status, body) = post(&sandbox.base, path, body).await;
         assert_eq!(status, 400, "{path} {body}");
@@ -70,4 +74,46 @@ async fn a_client_links_through_the_standalone_binary() {
         .expect("JSON");
     assert_eq!(accounts[0]["jid"], linked["jid"]);
     assert_eq!(accounts[0]["connected"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_incidents_are_played_through_the_control_api() {
+    let sandbox = Standalone::start();
+    let mut client = crate::support::TestClient::at(&sandbox.ws, 10).await;
+    let (qr, _) = client.next_qr().await;
+
+    let (status, refreshed) = post(
+        &sandbox.base,
+        "/server/refresh-registration",
+        &json!({ "qr": qr }).to_string(),
+    )
+    .await;
+    let (rotated, _) = client.next_qr().await;
+    let (limit_status, limited) = post(&sandbox.base, "/rate-limit", r#"{"on": true}"#).await;
+    let (refuse_status, refused) = post(
+        &sandbox.base,
+        "/phone/refuse-app-state-sync",
+        r#"{"phone": "628912344551"}"#,
+    )
+    .await;
+    let (offline_status, _) = post(
+        &sandbox.base,
+        "/server/client-expiration",
+        r#"{"jid": "628912344551:9@s.whatsapp.net", "at": 1900000000}"#,
+    )
+    .await;
+
+    assert_eq!(status, 200, "{refreshed}");
+    assert_eq!(
+        refreshed["refreshed"].as_str(),
+        qr.split(',').next(),
+        "the ref it rotated"
+    );
+    assert_ne!(rotated, qr, "the client shows the ref under a new secret");
+    assert_eq!((limit_status, limited), (200, json!({ "on": true })));
+    assert_eq!(
+        (refuse_status, refused),
+        (200, json!({ "refused": "critical_block" }))
+    );
+    assert_eq!(offline_status, 404, "no such companion");
 }

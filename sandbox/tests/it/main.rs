@@ -4,7 +4,9 @@
 mod baileys;
 mod bootstrap;
 mod control;
+mod incidents;
 mod linking;
+mod passkey;
 mod session;
 mod standalone;
 mod support;

@@ -283,10 +283,7 @@ impl Gateway {
     /// Shows a QR code for `device` and lets the sandbox phone scan it; returns the account's
     /// JID and when the scan was made.
     pub async fn scan_login(&self, api: &Api, device: &str) -> (String, tokio::time::Instant) {
-        let login = api.get(&format!("/devices/{device}/login")).await;
-        assert_eq!(login.status, StatusCode::OK, "{}", login.body);
-        let (_, png) = fetch(login.body["results"]["qr_link"].as_str().expect("qr_link")).await;
-        let qr = decode_qr(&png);
+        let qr = showing_qr(api, device).await;
         let scanned_at = tokio::time::Instant::now();
         let linked = self.sandbox.scan_qr(&qr).await.expect("linked");
         (linked.jid, scanned_at)
@@ -554,6 +551,15 @@ pub async fn fetch(url: &str) -> (StatusCode, Vec<u8>) {
     let response = reqwest::get(url).await.expect("fetch");
     let status = response.status();
     (status, response.bytes().await.expect("body").to_vec())
+}
+
+/// The QR code `device` shows, read from the image its login call links to, as the phone's
+/// camera would.
+pub async fn showing_qr(api: &Api, device: &str) -> String {
+    let login = api.get(&format!("/devices/{device}/login")).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    let (_, png) = fetch(login.body["results"]["qr_link"].as_str().expect("qr_link")).await;
+    decode_qr(&png)
 }
 
 /// Reads the QR code in a PNG image.

@@ -5,7 +5,6 @@
 //! deadline, failing every waiter) is the session's, in `session.rs`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
@@ -13,15 +12,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use whatsapp_rust::pair_code::PairCodeOptions;
+use whatsapp_rust::wacore::pair_code::PairCodeUtils;
 
 use super::{REUSE_MARGIN, Reply, Session};
 use crate::domain::{DeviceId, DeviceState};
 use crate::engine::{LoginError, PairCodeLogin, PhoneNumber};
 use crate::events::{EngineEventKind, LoginFailure};
 use crate::store::Link;
-
-/// How long WhatsApp keeps a pairing code valid.
-const PAIR_CODE_VALIDITY: Duration = Duration::from_secs(180);
 
 /// The code showing, for one phone number.
 struct PendingCode {
@@ -102,8 +99,8 @@ impl PairCodeFlow {
 impl Session {
     /// Answers `reply` with the code showing for `phone`, or with the one WhatsApp gives next.
     pub(super) async fn want_code(&mut self, phone: PhoneNumber, reply: Reply<PairCodeLogin>) {
-        if self.state == DeviceState::LoggedIn {
-            let _ = reply.send(Err(LoginError::AlreadyLoggedIn(self.device().clone())));
+        if let Some(blocked) = self.login_blocked() {
+            let _ = reply.send(Err(blocked));
             return;
         }
         if let Some(code) = &self.code.pending
@@ -185,7 +182,9 @@ impl Session {
                 } else {
                     raw
                 };
-                let validity = self.scaled(PAIR_CODE_VALIDITY);
+                // The client's own figure for how long WhatsApp honours a code, so a client
+                // update that changes it changes ours.
+                let validity = self.scaled(PairCodeUtils::code_validity());
                 let login = PairCodeLogin {
                     pair_code: pair_code.clone(),
                     expires_at: Utc::now() + validity,
@@ -216,7 +215,7 @@ impl Session {
                 let waiters = std::mem::take(&mut self.code.waiters);
                 // A timed-out device is disconnected before anyone hears of the timeout.
                 if matches!(error, LoginError::Timeout { .. }) {
-                    self.give_up(LoginFailure::Timeout).await;
+                    self.end_login(LoginFailure::Timeout, Link::Keep).await;
                 } else {
                     self.emit(EngineEventKind::LoginFailed {
                         reason: LoginFailure::PairCodeRejected,

@@ -4,10 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::sync::mpsc;
 use wagate_sandbox::{Sandbox, SandboxConfig, ScaledRuntime};
 use whatsapp_rust::bot::{Bot, BotHandle};
 use whatsapp_rust::http::{HttpClient, HttpRequest, HttpResponse};
+use whatsapp_rust::passkey::Assertion;
 use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::{Event, EventHandler, PairSuccess};
 use whatsapp_rust::wacore::store::InMemoryBackend;
@@ -167,6 +170,25 @@ impl TestClient {
         .await
     }
 
+    /// Waits for the server's passkey request (a passkey account's phone is linking the client)
+    /// and returns its WebAuthn request options JSON.
+    pub async fn passkey_request(&mut self) -> String {
+        self.wait_for("PairPasskeyRequest", |e| match e {
+            Event::PairPasskeyRequest(r) => Some(r.request_options_json.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the verification code the client derived in a passkey link, as it shows it.
+    pub async fn passkey_code(&mut self) -> String {
+        self.wait_for("PairPasskeyConfirmation", |e| match e {
+            Event::PairPasskeyConfirmation(c) => Some(c.code.clone()),
+            _ => None,
+        })
+        .await
+    }
+
     /// Asks for a pairing code for `phone` once the socket is up.
     pub async fn request_pair_code(&self, phone: &str) -> String {
         self.client
@@ -188,6 +210,17 @@ impl TestClient {
             handle.shutdown().await;
         }
         Arc::clone(&self.backend)
+    }
+}
+
+/// An assertion JSON in WhatsApp Web's shape as the client sends it: the JSON itself and the
+/// credential id it names (`rawId`).
+pub fn assertion(json: &str) -> Assertion {
+    let parsed: serde_json::Value = serde_json::from_str(json).expect("the assertion is JSON");
+    let raw_id = parsed["rawId"].as_str().expect("the assertion has a rawId");
+    Assertion {
+        assertion_json: json.as_bytes().to_vec(),
+        credential_id: URL_SAFE_NO_PAD.decode(raw_id).expect("rawId is base64url"),
     }
 }
 
