@@ -62,9 +62,8 @@ pub struct ErrorEnvelope {
     pub code: ErrorCode,
     /// What failed and what to do.
     pub message: String,
-    /// With `PASSKEY_REQUIRED` only: the WebAuthn `PublicKeyCredentialRequestOptions` to get the
-    /// passkey assertion for.
-    #[oai(skip_serializing_if_is_none)]
+    /// With `PASSKEY_REQUIRED`: the WebAuthn `PublicKeyCredentialRequestOptions` to get the
+    /// passkey assertion for; null with every other code.
     pub passkey_request_options: Option<Box<serde_json::Value>>,
 }
 
