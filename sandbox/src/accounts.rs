@@ -65,12 +65,18 @@ pub enum AccountKind {
 impl AccountKind {
     /// The business name `pair-success` carries for `number`'s account, if it is a business.
     pub fn business_name(self, number: &str) -> Option<String> {
-        let last4 = &number[number.len().saturating_sub(4)..];
+        let last4 = last_four(number);
         match self {
             Self::Personal | Self::Passkey => None,
             Self::Business | Self::Hosted => Some(format!("Sandbox Business {last4}")),
         }
     }
+}
+
+/// The last four digits of a phone number: what the sandbox names an account's push name and
+/// business after, so each is told apart at a glance.
+fn last_four(number: &str) -> &str {
+    &number[number.len().saturating_sub(4)..]
 }
 
 /// An app-state sync key: it encrypts the account's settings, contacts and chat state, and only
@@ -235,7 +241,7 @@ impl Registry {
             let identity = KeyPair::generate(&mut rand::rng());
             let signed_prekey = SignedPrekey::generate(&identity, 1);
             Phone {
-                push_name: format!("Sandbox {}", &number[number.len().saturating_sub(4)..]),
+                push_name: format!("Sandbox {}", last_four(number)),
                 account: AccountKind::Personal,
                 identity,
                 signed_prekey,

@@ -73,7 +73,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocketStream) {
         let _ = sink.close().await;
     });
 
-    if conn.registration.is_some() {
+    if incidents::refuse_if_outdated(&shared, &conn).await {
+        // Closed; the loop below ends when the writer has sent the failure.
+    } else if conn.registration.is_some() {
         if !incidents::refuse_if_rate_limited(&shared, &conn).await {
             start_registration(&shared, &conn).await;
         }

@@ -1,7 +1,7 @@
 //! What WhatsApp's server sometimes does to a client besides the routine, played on demand:
 //! rotating an unpaired client's registration mid-series, rate-limiting new registrations,
-//! refusing a companion's first app-state sync, and announcing that the client's version
-//! expires.
+//! refusing a companion's first app-state sync, announcing that the client's version expires,
+//! and refusing a client version that has expired.
 //!
 //! Each is something a gateway must report rather than swallow, so tests and demos need to
 //! cause it at a chosen moment.
@@ -49,6 +49,21 @@ pub(crate) async fn refuse_if_rate_limited(shared: &Shared, conn: &Conn) -> bool
         return false;
     }
     conn.close_with(stanza::stream_error(429)).await;
+    true
+}
+
+/// While `on`, every connection is refused with `<failure reason="405"/>`: WhatsApp no longer
+/// accepts the client's version.
+pub(crate) fn set_client_outdated(shared: &Shared, on: bool) {
+    shared.client_outdated.store(on, Ordering::Relaxed);
+}
+
+/// Ends a new connection with a 405 failure if client versions are refused now; whether it did.
+pub(crate) async fn refuse_if_outdated(shared: &Shared, conn: &Conn) -> bool {
+    if !shared.client_outdated.load(Ordering::Relaxed) {
+        return false;
+    }
+    conn.close_with(stanza::failure(405)).await;
     true
 }
 

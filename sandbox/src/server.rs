@@ -138,6 +138,12 @@ impl Sandbox {
         incidents::set_rate_limited(&self.shared, on);
     }
 
+    /// While `on`, every connection is refused with `<failure reason="405"/>`: the client's
+    /// version is too old for WhatsApp.
+    pub fn set_client_outdated(&self, on: bool) {
+        incidents::set_client_outdated(&self.shared, on);
+    }
+
     /// The next app-state sync a companion of `phone` asks for is refused for `critical_block`,
     /// which the client takes as final and connects without.
     pub fn refuse_next_app_state_sync(&self, phone: &str) -> Result<(), PhoneError> {
@@ -242,6 +248,7 @@ fn routes() -> Route {
         .at("/clients", get(list_clients))
         .at("/outage", post(set_outage))
         .at("/rate-limit", post(set_rate_limit))
+        .at("/server/client-outdated", post(server_client_outdated))
         .at(
             "/phone/refuse-app-state-sync",
             post(phone_refuse_app_state_sync),
@@ -435,19 +442,30 @@ fn set_outage(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
     Json(json!({ "down": body.down })).into_response()
 }
 
+/// Turns a switch of the server's (`/rate-limit`, `/server/client-outdated`) on or off.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RateLimitBody {
+struct SwitchBody {
     on: bool,
 }
 
 #[handler]
 fn set_rate_limit(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
-    let body: RateLimitBody = match parse(&body) {
+    let body: SwitchBody = match parse(&body) {
         Ok(b) => b,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     incidents::set_rate_limited(shared, body.on);
+    Json(json!({ "on": body.on })).into_response()
+}
+
+#[handler]
+fn server_client_outdated(body: Vec<u8>, Data(shared): Data<&Arc<Shared>>) -> Response {
+    let body: SwitchBody = match parse(&body) {
+        Ok(b) => b,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    incidents::set_client_outdated(shared, body.on);
     Json(json!({ "on": body.on })).into_response()
 }
 

@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub outage: watch::Sender<bool>,
     /// `true` while new registrations are refused with a 429 stream error.
     pub rate_limited: AtomicBool,
+    /// `true` while every connection is refused as an outdated client (405).
+    pub client_outdated: AtomicBool,
 }
 
 impl Shared {
@@ -37,6 +39,7 @@ impl Shared {
             registry: Mutex::new(Registry::default()),
             outage: watch::channel(false).0,
             rate_limited: AtomicBool::new(false),
+            client_outdated: AtomicBool::new(false),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What a consumer sees for each way a real login can go besides the plain scan: a business
 //! account, a registration WhatsApp rotates mid-series, a first app-state sync WhatsApp refuses,
-//! a rate-limited registration, and the client's expiration date.
+//! a rate-limited registration, the client's expiration date and an outdated client.
 
 use std::time::Duration;
 
@@ -218,4 +218,32 @@ async fn the_clients_expiration_date_reaches_consumers() {
         .and_then(|t| t.parse().ok())
         .expect("a timestamp");
     assert_eq!(said.timestamp(), at as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outdated_client_is_refused_at_once_not_timed_out() {
+    let gateway = Gateway::start().await;
+    let (tenant, api, _) = device_watched(&gateway, &["login_failed"]).await;
+    gateway.sandbox.set_client_outdated(true);
+
+    let refused = api.get("/devices/d1/login").await;
+
+    assert_eq!(refused.status, StatusCode::BAD_GATEWAY, "{}", refused.body);
+    assert_eq!(refused.code(), "WHATSAPP_REFUSED");
+    assert!(
+        refused.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("update wagate")),
+        "{}",
+        refused.body
+    );
+    api.wait_state("d1", "disconnected").await;
+    let failures: Vec<_> = gateway
+        .recorded_events(tenant, "d1")
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "login_failed")
+        .map(|(_, data)| data["reason"].clone())
+        .collect();
+    assert_eq!(failures, ["client_outdated"], "and no timeout after it");
 }

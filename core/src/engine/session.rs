@@ -361,6 +361,13 @@ impl Session {
                     }],
                 )
                 .await;
+                // Waiting longer cannot help them: no client of this version gets in.
+                let device = self.device().clone();
+                self.fail_waiters(|| LoginError::Refused {
+                    device: device.clone(),
+                    reason: "whatsapp no longer accepts this client version (405): update wagate"
+                        .to_string(),
+                });
             }
             Event::PairPasskeyRequest(request) => {
                 self.on_passkey_request(&request.request_options_json).await;

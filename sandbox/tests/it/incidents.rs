@@ -151,3 +151,18 @@ async fn an_expiration_for_an_offline_device_is_refused() {
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn an_outdated_client_is_refused_with_a_405_failure() {
+    let sandbox = sandbox(6, 10).await;
+    sandbox.set_client_outdated(true);
+    let mut client = TestClient::new(&sandbox).await;
+
+    client
+        .wait_for("ClientOutdated", |e| {
+            matches!(e, Event::ClientOutdated(_)).then_some(())
+        })
+        .await;
+
+    assert!(sandbox.accounts().is_empty());
+}
