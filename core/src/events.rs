@@ -4,6 +4,7 @@
 //! The engine's event enum is not a wire format: the store records each event in its one wire
 //! form ([`wire::WireEvent`]), and the bus carries that recorded form to every consumer.
 
+pub mod stream;
 pub mod wire;
 
 use chrono::{DateTime, Utc};

@@ -69,7 +69,8 @@ mod migrations {
                 (1, "init".to_string()),
                 (2, "device_keys".to_string()),
                 (3, "webhooks".to_string()),
-                (4, "passkey_state".to_string())
+                (4, "passkey_state".to_string()),
+                (5, "event_replay".to_string())
             ]
         );
     }
@@ -79,7 +80,7 @@ mod migrations {
         let url = support::fresh_database_url().await;
         Store::connect(&url).await.unwrap();
         let store = Store::connect(&url).await.unwrap();
-        assert_eq!(applied(&url).await.len(), 4);
+        assert_eq!(applied(&url).await.len(), 5);
         support::tenant(&store).await;
     }
 
@@ -94,7 +95,7 @@ mod migrations {
         for result in connects.join_all().await {
             result.unwrap();
         }
-        assert_eq!(applied(&url).await.len(), 4);
+        assert_eq!(applied(&url).await.len(), 5);
     }
 }
 

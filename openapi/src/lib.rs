@@ -22,6 +22,7 @@ mod sandbox;
 mod schema_as;
 mod spec;
 mod statics;
+mod streams;
 mod text;
 mod throttle;
 mod timestamp;
@@ -82,16 +83,18 @@ type Apis = (
     plugins::PluginsApi,
     statics::StaticsApi,
     admin::AdminApi,
+    streams::StreamsApi,
 );
 
 /// The error answers of every operation, module by module.
-const ERRORS: [&[spec::OperationErrors]; 6] = [
+const ERRORS: [&[spec::OperationErrors]; 7] = [
     devices::ERRORS,
     login::ERRORS,
     webhooks::ERRORS,
     plugins::ERRORS,
     statics::ERRORS,
     admin::ERRORS,
+    streams::ERRORS,
 ];
 
 fn apis() -> Apis {
@@ -102,6 +105,7 @@ fn apis() -> Apis {
         plugins::PluginsApi,
         statics::StaticsApi,
         admin::AdminApi,
+        streams::StreamsApi,
     )
 }
 
@@ -179,8 +183,8 @@ fn sandbox_service(
             http: reqwest::Client::new(),
         },
     ));
-    let [d, l, w, p, s, a] = ERRORS;
-    let published = Published::of(&api, &[d, l, w, p, s, a, sandbox::ERRORS]);
+    let [d, l, w, p, s, a, t] = ERRORS;
+    let published = Published::of(&api, &[d, l, w, p, s, a, t, sandbox::ERRORS]);
     (api, published)
 }
 

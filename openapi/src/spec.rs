@@ -27,7 +27,7 @@ pub(crate) struct OperationErrors {
 const INFALLIBLE: [&str; 1] = ["health"];
 
 /// An example for every parameter, by name: the values the login endpoints' documentation uses.
-const PARAMETER_EXAMPLES: [(&str, &str); 10] = [
+const PARAMETER_EXAMPLES: [(&str, &str); 12] = [
     ("device_id", "\"my-device-id\""),
     ("phone", "\"628912344551\""),
     ("id", "\"0b6f6f2e-5c1e-4c1a-9d8e-2f1b5a7c9d30\""),
@@ -41,6 +41,8 @@ const PARAMETER_EXAMPLES: [(&str, &str); 10] = [
     ("before", "\"7c9e6679-7425-40de-944b-e07fc1f90ae7\""),
     ("tenant_id", "\"3f2a8c1e-9b4d-4e7a-8c21-5d6e7f809a1b\""),
     ("username", "\"wg_4Jc1aZ0qL8sVt2Xy\""),
+    ("Last-Event-ID", "\"0b6f6f2e-5c1e-4c1a-9d8e-2f1b5a7c9d31\""),
+    ("last_event_id", "\"0b6f6f2e-5c1e-4c1a-9d8e-2f1b5a7c9d31\""),
 ];
 
 const ERROR_SCHEMA: &str = "#/components/schemas/ErrorEnvelope";
@@ -300,7 +302,7 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
         .expect("an operation has responses");
     for (status, response) in responses.iter_mut() {
         if status.starts_with('2') && response["description"] == "" {
-            response["description"] = Value::from(success_descriptions(&id));
+            response["description"] = Value::from(success_descriptions(&id, response));
         }
     }
     responses.retain(|status, _| !status.starts_with('4') && !status.starts_with('5'));
@@ -366,7 +368,12 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
 }
 
 /// What a successful answer holds, for the operations whose handler returns a bare payload.
-fn success_descriptions(id: &str) -> String {
+fn success_descriptions(id: &str, response: &Value) -> String {
+    if response["content"].get("text/event-stream").is_some() {
+        return "A stream of Server-Sent Events, open until the client closes it (or falls \
+                behind); each message's `data` is one of `StreamData`."
+            .to_string();
+    }
     format!("Done: the answer of `{id}` in the envelope (`code` is `SUCCESS`).")
 }
 

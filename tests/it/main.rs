@@ -20,5 +20,6 @@ mod schemathesis;
 #[cfg(feature = "sandbox")]
 mod sdks;
 mod spec;
+mod streams;
 mod support;
 mod webhooks;

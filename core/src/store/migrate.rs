@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "passkey_state",
         sql: include_str!("../../../migrations/0004_passkey_state.sql"),
     },
+    Migration {
+        version: 5,
+        name: "event_replay",
+        sql: include_str!("../../../migrations/0005_event_replay.sql"),
+    },
 ];
 
 /// Serialises migrations across every process sharing the database ("wagate:m" in ASCII).

@@ -11,6 +11,7 @@
 
 mod cross_tenant;
 mod devices;
+mod event_log;
 pub mod keys;
 mod migrate;
 mod outbox;
@@ -32,6 +33,7 @@ use tokio_postgres::{NoTls, Row};
 use crate::domain::{DeviceId, TenantId};
 
 pub use devices::{DeviceChange, Link};
+pub use event_log::{RecordedEvent, Resumption};
 pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener};
 pub use tenants::{Credential, TenantSummary};
 pub use webhooks::{

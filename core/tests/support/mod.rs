@@ -78,6 +78,8 @@ pub async fn fresh_database_url() -> String {
 
 /// A direct connection to the database at `url`, to look behind the store; it closes when the
 /// client is dropped.
+// Each test binary compiles this module on its own, and not every one looks behind the store.
+#[allow(dead_code)]
 pub async fn sql(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await

@@ -27,6 +27,8 @@ pub mod nats;
 pub mod process;
 pub mod receiver;
 #[cfg(test)]
+pub mod sse;
+#[cfg(test)]
 pub mod tools;
 
 /// How a test gateway runs.
@@ -169,6 +171,21 @@ impl Gateway {
 
     /// The events recorded for `device` of `tenant`, oldest first, as `(type, data)`.
     pub async fn recorded_events(&self, tenant: TenantId, device: &str) -> Vec<(String, Value)> {
+        self.recorded_envelopes(tenant, device)
+            .await
+            .into_iter()
+            .map(|body| {
+                (
+                    body["type"].as_str().unwrap_or_default().to_string(),
+                    body["data"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The events recorded for `device` of `tenant` in the outbox, oldest first, each as the
+    /// envelope consumers receive.
+    pub async fn recorded_envelopes(&self, tenant: TenantId, device: &str) -> Vec<Value> {
         let client = self.sql().await;
         let rows = client
             .query(
@@ -178,13 +195,7 @@ impl Gateway {
             .await
             .expect("events");
         rows.iter()
-            .map(|row| {
-                let body: Value = serde_json::from_str(row.get::<_, &str>(0)).expect("JSON");
-                (
-                    body["type"].as_str().unwrap_or_default().to_string(),
-                    body["data"].clone(),
-                )
-            })
+            .map(|row| serde_json::from_str(row.get::<_, &str>(0)).expect("JSON"))
             .collect()
     }
 
@@ -422,6 +433,32 @@ impl Api {
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
         Self::answer(request).await
+    }
+
+    /// Opens the event stream at `path`, resuming after `last_event_id` when given; the answer
+    /// when it is not a stream.
+    #[cfg(test)]
+    pub async fn stream(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<sse::EventStream, Answer> {
+        let mut request = self.request(reqwest::Method::GET, path);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        let response = request.send().await.expect("the gateway answers");
+        if response.status() != StatusCode::OK {
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await.expect("body");
+            return Err(Answer {
+                status,
+                headers,
+                body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            });
+        }
+        Ok(sse::EventStream::new(response))
     }
 
     /// `GET path`.
