@@ -116,6 +116,22 @@ pub(crate) struct Owed {
     pub message: Option<String>,
     /// The `type`s of the receipts received for it (`peer_msg`, `hist_sync`).
     pub receipts: Vec<String>,
+    /// The connection it went out on. A socket that closes before the receipt comes takes the
+    /// message with it; WhatsApp holds what a device missed and delivers it at its next login,
+    /// and so does the sandbox.
+    pub sent_on: Option<u64>,
+}
+
+impl Owed {
+    /// Whether it is to go out on connection `connection`: never sent, or sent on another
+    /// connection and not received.
+    pub fn due_on(&self, connection: u64) -> bool {
+        match self.state {
+            Delivery::Waiting => true,
+            Delivery::Sent => self.sent_on != Some(connection),
+            Delivery::Delivered => false,
+        }
+    }
 }
 
 /// A companion device linked to a phone.

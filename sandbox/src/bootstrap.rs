@@ -44,12 +44,14 @@ enum Channel {
 
 /// Sends the companion logged in on `conn` whatever of its bootstrap is due and not yet sent:
 /// the key share once its keys are on the server, the history-sync notification once it is
-/// also active. Called after every upload, login and activation; each part goes out once.
+/// also active. Called after every upload, login and activation; each part goes out once per
+/// connection, and again on a later one if the connection it went out on closed before the
+/// companion's receipt came.
 pub(crate) async fn advance(shared: &Arc<Shared>, conn: &Conn) {
     let Some(jid) = conn.jid.as_deref() else {
         return;
     };
-    let Some(outgoing) = take_outgoing(shared, jid, conn.is_active()) else {
+    let Some(outgoing) = take_outgoing(shared, jid, conn.id, conn.is_active()) else {
         return;
     };
     let mut messages = Vec::new();
@@ -91,6 +93,8 @@ pub(crate) async fn advance(shared: &Arc<Shared>, conn: &Conn) {
         } else {
             Delivery::Waiting
         };
+        owed.sent_on = id.is_some().then_some(conn.id);
+        owed.receipts.clear();
         owed.message = id;
     }
 }
@@ -146,11 +150,11 @@ pub(crate) fn on_receipt(shared: &Shared, jid: &str, receipt_id: &str, kind: &st
 
 /// Claims what is due for `jid` under the lock (so two triggers send each part once) and takes
 /// out what encrypting it needs; `None` when nothing is due or the keys are not there yet.
-fn take_outgoing(shared: &Shared, jid: &str, active: bool) -> Option<Outgoing> {
+fn take_outgoing(shared: &Shared, jid: &str, connection: u64, active: bool) -> Option<Outgoing> {
     let mut registry = lock(&shared.registry);
     let companion = registry.companions.get_mut(jid)?;
-    let share = companion.key_share.state == Delivery::Waiting;
-    let history = active && companion.history.state == Delivery::Waiting;
+    let share = companion.key_share.due_on(connection);
+    let history = active && companion.history.due_on(connection);
     if !share && !history {
         return None;
     }
@@ -158,11 +162,15 @@ fn take_outgoing(shared: &Shared, jid: &str, active: bool) -> Option<Outgoing> {
         Some(session) => Channel::Open(Box::new(session)),
         None => Channel::New(companion.keys.as_mut()?.fetch()),
     };
-    if share {
-        companion.key_share.state = Delivery::Sent;
-    }
-    if history {
-        companion.history.state = Delivery::Sent;
+    // Claimed for this connection: another trigger on it finds nothing due.
+    for (due, owed) in [
+        (share, &mut companion.key_share),
+        (history, &mut companion.history),
+    ] {
+        if due {
+            owed.state = Delivery::Sent;
+            owed.sent_on = Some(connection);
+        }
     }
     let (phone, device) = (companion.phone.clone(), companion.device);
     let account = registry.phone(&phone);
