@@ -16,6 +16,17 @@ use crate::support::{Api, Gateway, Options, showing_qr};
 const PHONE: &str = "628912344551";
 const WAIT: Duration = Duration::from_secs(15);
 
+/// The reasons of the `login_failed` events recorded for `d1` of `tenant`, oldest first.
+async fn failure_reasons(gateway: &Gateway, tenant: TenantId) -> Vec<serde_json::Value> {
+    gateway
+        .recorded_events(tenant, "d1")
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "login_failed")
+        .map(|(_, data)| data["reason"].clone())
+        .collect()
+}
+
 /// A tenant of `gateway` with device `d1` and a receiver of `events`.
 async fn device_watched(gateway: &Gateway, events: &[&str]) -> (TenantId, Api, Receiver) {
     let (tenant, api) = gateway.tenant_with_id("acme").await;
@@ -188,13 +199,7 @@ async fn a_rate_limited_registration_answers_429_with_retry_after_and_pauses_log
         "no new attempt during the pause"
     );
     api.wait_state("d1", "disconnected").await;
-    let failures: Vec<_> = gateway
-        .recorded_events(tenant, "d1")
-        .await
-        .into_iter()
-        .filter(|(t, _)| t == "login_failed")
-        .map(|(_, data)| data["reason"].clone())
-        .collect();
+    let failures = failure_reasons(&gateway, tenant).await;
     assert_eq!(failures, ["rate_limited"]);
 }
 
@@ -238,12 +243,6 @@ async fn an_outdated_client_is_refused_at_once_not_timed_out() {
         refused.body
     );
     api.wait_state("d1", "disconnected").await;
-    let failures: Vec<_> = gateway
-        .recorded_events(tenant, "d1")
-        .await
-        .into_iter()
-        .filter(|(t, _)| t == "login_failed")
-        .map(|(_, data)| data["reason"].clone())
-        .collect();
+    let failures = failure_reasons(&gateway, tenant).await;
     assert_eq!(failures, ["client_outdated"], "and no timeout after it");
 }

@@ -5,15 +5,7 @@ use serde_json::{Value, json};
 use crate::standalone::Standalone;
 
 async fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("control API answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON body"))
+    crate::support::control_post(base, path, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use whatsapp_rust::types::events::Event;
 
 use wagate_sandbox::{AccountKind, PhoneError, Sandbox};
 
-use crate::support::{TestClient, assertion, sandbox};
+use crate::support::{TestClient, assertion, control_post, sandbox};
 
 const PHONE: &str = "628912344551";
 
@@ -63,21 +63,7 @@ async fn a_passkey_account_links_by_qr_once_the_client_proves_the_passkey() {
 
     let scan = sandbox.scan_qr_as(PHONE, &qr);
     let companion = async {
-        let options = client.passkey_request().await;
-        let signed = sandbox
-            .passkey_assertion(PHONE, &options)
-            .expect("the phone holds the passkey");
-        client
-            .client
-            .send_passkey_response(assertion(&signed))
-            .await
-            .expect("the server accepts the assertion");
-        let code = client.passkey_code().await;
-        client
-            .client
-            .send_passkey_confirmation()
-            .await
-            .expect("the server takes the pairing request");
+        let code = client.prove_passkey(&sandbox, PHONE).await;
         (code, client.paired().await)
     };
     let (linked, (code, paired)) = tokio::join!(scan, companion);
@@ -183,14 +169,12 @@ async fn a_passkey_request_nobody_answers_ends_the_link_at_its_timeout() {
 }
 
 async fn post(sandbox: &Sandbox, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{}/phone/passkey/assert", sandbox.http_url()))
-        .json(&body)
-        .send()
-        .await
-        .expect("control API answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON body"))
+    control_post(
+        &sandbox.http_url(),
+        "/phone/passkey/assert",
+        &body.to_string(),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,34 +255,10 @@ async fn a_passkey_account_chosen_in_the_control_api_links_by_pairing_code() {
     let mut client = TestClient::new(&sandbox).await;
     let code = client.request_pair_code(PHONE).await;
 
-    let enter = async {
-        let response = reqwest::Client::new()
-            .post(format!("{}/phone/pair-code", sandbox.http_url()))
-            .json(&json!({ "phone": PHONE, "code": code, "account": "passkey" }))
-            .send()
-            .await
-            .expect("control API answers");
-        let status = response.status().as_u16();
-        (status, response.json::<Value>().await.expect("JSON body"))
-    };
-    let companion = async {
-        let options = client.passkey_request().await;
-        let signed = sandbox
-            .passkey_assertion(PHONE, &options)
-            .expect("the account became a passkey account");
-        client
-            .client
-            .send_passkey_response(assertion(&signed))
-            .await
-            .expect("the server accepts the assertion");
-        let code = client.passkey_code().await;
-        client
-            .client
-            .send_passkey_confirmation()
-            .await
-            .expect("the server takes the pairing request");
-        code
-    };
+    let body = json!({ "phone": PHONE, "code": code, "account": "passkey" }).to_string();
+    let base = sandbox.http_url();
+    let enter = control_post(&base, "/phone/pair-code", &body);
+    let companion = client.prove_passkey(&sandbox, PHONE);
     let ((status, linked), passkey_code) = tokio::join!(enter, companion);
     client.connected().await;
 

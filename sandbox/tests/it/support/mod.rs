@@ -189,6 +189,26 @@ impl TestClient {
         .await
     }
 
+    /// Plays the companion's side of a passkey link to `phone`'s account on `sandbox`: answers
+    /// the server's request with the phone's passkey, then confirms; returns the verification
+    /// code the client showed.
+    pub async fn prove_passkey(&mut self, sandbox: &Sandbox, phone: &str) -> String {
+        let options = self.passkey_request().await;
+        let signed = sandbox
+            .passkey_assertion(phone, &options)
+            .expect("the phone holds the passkey");
+        self.client
+            .send_passkey_response(assertion(&signed))
+            .await
+            .expect("the server accepts the assertion");
+        let code = self.passkey_code().await;
+        self.client
+            .send_passkey_confirmation()
+            .await
+            .expect("the server takes the pairing request");
+        code
+    }
+
     /// Asks for a pairing code for `phone` once the socket is up.
     pub async fn request_pair_code(&self, phone: &str) -> String {
         self.client
@@ -246,4 +266,17 @@ pub async fn eventually(what: &str, holds: impl Fn() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `POST path` on the control API at `base` with the JSON `body`: the status and the JSON answer.
+pub async fn control_post(base: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("control API answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("JSON body"))
 }
