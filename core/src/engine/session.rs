@@ -84,8 +84,8 @@ struct Running {
 struct Paired {
     /// The phone's platform.
     platform: String,
-    /// The business's name, for a business account.
-    business_name: Option<String>,
+    /// The business's name; empty for a personal account.
+    business_name: String,
 }
 
 /// The actor of one device; [`Session::run`] is its loop.
@@ -304,7 +304,7 @@ impl Session {
                 if let Some(running) = &mut self.running {
                     running.paired = Some(Paired {
                         platform: success.platform.clone(),
-                        business_name: Some(success.business_name.clone()),
+                        business_name: success.business_name.clone(),
                     });
                 }
             }
@@ -504,7 +504,7 @@ impl Session {
                 lid,
                 push_name,
                 platform: Some(paired.platform).filter(|p| !p.is_empty()),
-                business_name: paired.business_name.filter(|n| !n.is_empty()),
+                business_name: Some(paired.business_name).filter(|n| !n.is_empty()),
             }],
             None => Vec::new(),
         };
