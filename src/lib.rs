@@ -4,6 +4,8 @@
 
 #![deny(unsafe_code)]
 
+mod listener;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,6 +22,9 @@ use wagate_core::plugins::{PluginError, PluginHost, PluginSpec};
 use wagate_core::store::{Store, StoreError};
 use wagate_core::webhooks::{Dispatcher, WebhookConfig, WebhookError, Webhooks};
 use wagate_openapi::{AdminCredential, ApiState, PublicBase};
+
+pub use listener::DEFAULT_WRITE_STALL;
+use listener::StallGuarded;
 
 /// How long in-flight requests get to finish at shutdown.
 const REQUEST_GRACE: Duration = Duration::from_secs(10);
@@ -53,6 +58,10 @@ pub struct Config {
     pub admin: Option<AdminCredential>,
     /// How long a login call waits for WhatsApp.
     pub login_timeout: Duration,
+    /// How long a client may take nothing of what it is sent (an event stream it stopped
+    /// reading) before its connection is closed; [`DEFAULT_WRITE_STALL`] unless a test needs
+    /// it shorter.
+    pub write_stall: Duration,
     /// Webhook delivery.
     pub webhooks: WebhookConfig,
     /// Plugins to load, in order.
@@ -133,6 +142,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         default_tenant,
         admin,
         login_timeout,
+        write_stall,
         webhooks,
         plugins,
         whatsapp,
@@ -169,6 +179,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let dispatcher = Dispatcher::start(store.clone(), webhooks.clone()).await?;
     let bus = EventBus::new();
     plugins.start(&bus);
+    let public_base = PublicBase::new(public_url.as_deref(), local);
     let manager = Arc::new(DeviceManager::new(
         store.clone(),
         bus,
@@ -176,7 +187,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             endpoint: whatsapp,
             login_timeout,
             push_name: EngineConfig::PUSH_NAME.to_string(),
-            qr_links: Arc::new(PublicBase::new(public_url.as_deref(), local)),
+            qr_links: Arc::new(public_base.clone()),
         },
         http,
     ));
@@ -195,6 +206,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         webhooks: Webhooks::new(store, webhooks),
         plugins: plugins.counters(),
         admin,
+        public_base,
     };
     #[cfg(feature = "sandbox")]
     let app = wagate_openapi::sandbox_app(state, sandbox_control);
@@ -203,7 +215,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let (stop_serving, stopped) = oneshot::channel::<()>();
     let server = AbortOnDrop(tokio::spawn(async move {
-        poem::Server::new_with_acceptor(acceptor)
+        poem::Server::new_with_acceptor(StallGuarded::new(acceptor, write_stall))
             .run_with_graceful_shutdown(
                 app,
                 async {

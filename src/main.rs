@@ -293,6 +293,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_tenant,
         admin,
         login_timeout: Duration::from_secs(args.login_timeout),
+        write_stall: wagate::DEFAULT_WRITE_STALL,
         webhooks,
         plugins,
         whatsapp,

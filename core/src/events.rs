@@ -4,13 +4,17 @@
 //! The engine's event enum is not a wire format: the store records each event in its one wire
 //! form ([`wire::WireEvent`]), and the bus carries that recorded form to every consumer.
 
+pub mod recorded;
 pub mod stream;
 pub mod wire;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
 use crate::domain::DeviceState;
+pub use recorded::RecordedEvent;
 pub use wire::{NewEvent, WireEvent};
 
 /// Why a login attempt ended without a logged-in device.
@@ -164,7 +168,7 @@ const BUS_CAPACITY: usize = 1024;
 /// read it: they are fed from the outbox the events were recorded in.
 #[derive(Clone)]
 pub struct EventBus {
-    sender: broadcast::Sender<WireEvent>,
+    sender: broadcast::Sender<Arc<RecordedEvent>>,
 }
 
 impl Default for EventBus {
@@ -182,7 +186,7 @@ impl EventBus {
     }
 
     /// Publishes a recorded event; with no subscriber it is logged only.
-    pub fn publish(&self, event: WireEvent) {
+    pub fn publish(&self, event: RecordedEvent) {
         // The type only: QR strings carry the pairing secret and must not reach the logs.
         tracing::info!(
             tenant = %event.tenant,
@@ -191,11 +195,11 @@ impl EventBus {
             event = %event.event_type,
             "device event"
         );
-        let _ = self.sender.send(event);
+        let _ = self.sender.send(Arc::new(event));
     }
 
     /// A receiver of every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<WireEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RecordedEvent>> {
         self.sender.subscribe()
     }
 }

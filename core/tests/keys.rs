@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use support::{add_device, device_id, sql, tenant};
 use wagate_core::domain::{DeviceId, DeviceState, TenantId};
-use wagate_core::events::WireEvent;
+use wagate_core::events::RecordedEvent;
 use wagate_core::store::keys::PgBackend;
 use wagate_core::store::{DeviceChange, Link, Store, StoreError};
 use whatsapp_rust::bytes::Bytes;
@@ -1277,7 +1277,7 @@ mod isolation {
         store: &Store,
         tenant: TenantId,
         id: &DeviceId,
-    ) -> Result<Vec<WireEvent>, StoreError> {
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let ended = DeviceChange {
             state: Some(DeviceState::Disconnected),
             link: Link::End,

@@ -70,7 +70,8 @@ mod migrations {
                 (2, "device_keys".to_string()),
                 (3, "webhooks".to_string()),
                 (4, "passkey_state".to_string()),
-                (5, "event_replay".to_string())
+                (5, "event_replay".to_string()),
+                (6, "link_tokens".to_string())
             ]
         );
     }
@@ -80,7 +81,7 @@ mod migrations {
         let url = support::fresh_database_url().await;
         Store::connect(&url).await.unwrap();
         let store = Store::connect(&url).await.unwrap();
-        assert_eq!(applied(&url).await.len(), 5);
+        assert_eq!(applied(&url).await.len(), 6);
         support::tenant(&store).await;
     }
 
@@ -95,7 +96,7 @@ mod migrations {
         for result in connects.join_all().await {
             result.unwrap();
         }
-        assert_eq!(applied(&url).await.len(), 5);
+        assert_eq!(applied(&url).await.len(), 6);
     }
 }
 
@@ -1426,5 +1427,119 @@ mod outbox {
             .await
             .unwrap();
         assert_eq!(log.deliveries[0].status, DeliveryStatus::Expired);
+    }
+}
+
+mod link_tokens {
+    use chrono::{SubsecRound as _, TimeDelta};
+    use wagate_core::domain::DeviceId;
+    use wagate_core::store::{DeviceChange, Link};
+
+    use super::*;
+
+    fn in_ten_minutes() -> chrono::DateTime<Utc> {
+        (Utc::now() + TimeDelta::minutes(10)).trunc_subsecs(3)
+    }
+
+    #[tokio::test]
+    async fn a_token_reaches_its_device_and_no_other_string_does() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("d1");
+        add_device(&store, tenant.id, &id).await;
+        let expires_at = in_ten_minutes();
+
+        let token = store
+            .tenant(tenant.id)
+            .create_link_token(&id, expires_at)
+            .await
+            .unwrap();
+        let found = store.link_token(&token).await.unwrap().expect("found");
+
+        assert_eq!(found.tenant, tenant.id);
+        assert_eq!(found.device, id);
+        assert_eq!(found.state, DeviceState::Disconnected);
+        assert_eq!(found.expires_at, expires_at);
+        assert_eq!((found.used_at, found.revoked_at), (None, None));
+        let mut other = token.clone().into_bytes();
+        other[0] = if other[0] == b'A' { b'B' } else { b'A' };
+        let other = String::from_utf8(other).unwrap();
+        for unknown in [other.as_str(), "", "not a token", &token[1..]] {
+            assert_eq!(store.link_token(unknown).await.unwrap(), None, "{unknown}");
+        }
+    }
+
+    #[tokio::test]
+    async fn another_tenants_device_gets_no_token() {
+        let store = store().await;
+        let owner = tenant(&store).await;
+        let other = tenant(&store).await;
+        let id = device_id("d1");
+        add_device(&store, owner.id, &id).await;
+
+        let made = store
+            .tenant(other.id)
+            .create_link_token(&id, in_ten_minutes())
+            .await;
+        let revoked = store.tenant(other.id).revoke_link_tokens(&id).await;
+
+        assert!(
+            matches!(made, Err(StoreError::DeviceNotFound { .. })),
+            "{made:?}"
+        );
+        assert!(
+            matches!(revoked, Err(StoreError::DeviceNotFound { .. })),
+            "{revoked:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn revoking_counts_the_tokens_that_still_worked() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("d1");
+        add_device(&store, tenant.id, &id).await;
+        let scoped = store.tenant(tenant.id);
+        let first = scoped
+            .create_link_token(&id, in_ten_minutes())
+            .await
+            .unwrap();
+        scoped
+            .create_link_token(&id, in_ten_minutes())
+            .await
+            .unwrap();
+        let past = Utc::now() - TimeDelta::minutes(1);
+        scoped.create_link_token(&id, past).await.unwrap();
+
+        assert_eq!(scoped.revoke_link_tokens(&id).await.unwrap(), 2);
+        assert_eq!(scoped.revoke_link_tokens(&id).await.unwrap(), 0);
+        let revoked = store.link_token(&first).await.unwrap().expect("kept");
+        assert!(revoked.revoked_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_login_uses_up_the_devices_tokens_and_a_deletion_takes_them() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id: DeviceId = device_id("d1");
+        add_device(&store, tenant.id, &id).await;
+        let scoped = store.tenant(tenant.id);
+        let token = scoped
+            .create_link_token(&id, in_ten_minutes())
+            .await
+            .unwrap();
+
+        let login = DeviceChange {
+            state: Some(DeviceState::LoggedIn),
+            link: Link::Set("628912344551:3@s.whatsapp.net"),
+            only_from: None,
+        };
+        scoped.record_events(&id, login, Vec::new()).await.unwrap();
+        let used = store.link_token(&token).await.unwrap().expect("kept");
+        scoped.delete_device(&id).await.unwrap();
+
+        assert!(used.used_at.is_some(), "{used:?}");
+        assert_eq!(used.state, DeviceState::LoggedIn);
+        assert_eq!(store.link_token(&token).await.unwrap(), None);
     }
 }

@@ -21,8 +21,9 @@ pub enum ApiError {
         Json<ErrorEnvelope>,
         #[oai(header = "WWW-Authenticate")] String,
     ),
-    /// The device, webhook, delivery or image does not exist for this tenant; or, on the admin
-    /// API, the tenant or credential does not exist, or the admin API is off.
+    /// The device, webhook, delivery or image does not exist for this tenant, or no link has
+    /// this token; or, on the admin API, the tenant or credential does not exist, or the admin
+    /// API is off.
     #[oai(status = 404)]
     NotFound(Json<ErrorEnvelope>),
     /// The method is not served on this path.
@@ -31,6 +32,9 @@ pub enum ApiError {
     /// The device or tenant already exists, or the request conflicts with what is stored.
     #[oai(status = 409)]
     Conflict(Json<ErrorEnvelope>),
+    /// The link expired, was revoked or was already used.
+    #[oai(status = 410)]
+    Gone(Json<ErrorEnvelope>),
     /// The body is larger than the gateway takes.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorEnvelope>),
@@ -72,7 +76,7 @@ pub enum ErrorCode {
     TenantNotFound,
     /// The tenant has no credential with this username (404; admin API).
     CredentialNotFound,
-    /// No such route, QR image or sandbox phone, or the admin API is off (404).
+    /// No such route, QR image, link or sandbox phone, or the admin API is off (404).
     NotFound,
     /// The method is not served on this path; `Allow` lists those that are (405).
     MethodNotAllowed,
@@ -90,6 +94,9 @@ pub enum ErrorCode {
     PasskeyRequired,
     /// A passkey assertion was posted for a device that is not in `passkey_required` (409).
     NoPasskeyRequested,
+    /// The link expired, was revoked or was already used: ask whoever sent it for a new one
+    /// (410).
+    LinkExpired,
     /// The body is larger than 64 KiB (413).
     PayloadTooLarge,
     /// The body is not `application/json` (415).
@@ -162,6 +169,14 @@ impl ApiError {
         Self::NotFound(body(code, message))
     }
 
+    /// 410 `LINK_EXPIRED`: the link page's token no longer works.
+    pub fn link_expired() -> Self {
+        Self::Gone(body(
+            ErrorCode::LinkExpired,
+            "this link expired, was revoked or was already used; ask for a new one",
+        ))
+    }
+
     /// 409 with `code`.
     pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Conflict(body(code, message))
@@ -209,6 +224,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Gone(_) => StatusCode::GONE,
             Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,

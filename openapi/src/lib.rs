@@ -12,6 +12,8 @@ mod devices;
 mod envelope;
 mod error;
 mod events;
+mod link_page;
+mod link_tokens;
 mod links;
 mod login;
 mod plugins;
@@ -56,6 +58,9 @@ pub struct ApiState {
     /// The operator's credential for `/admin/…` (`WAGATE_ADMIN_AUTH`); the admin API is off
     /// (every `/admin/…` path a 404) without one.
     pub admin: Option<AdminCredential>,
+    /// The base of the links handed out besides QR images' (link pages); the engine's
+    /// `QrLinks` is the same base.
+    pub public_base: PublicBase,
 }
 
 /// Groups of operations in the spec.
@@ -84,10 +89,12 @@ type Apis = (
     statics::StaticsApi,
     admin::AdminApi,
     streams::StreamsApi,
+    link_tokens::LinkTokensApi,
+    link_page::LinkPageApi,
 );
 
 /// The error answers of every operation, module by module.
-const ERRORS: [&[spec::OperationErrors]; 7] = [
+const ERRORS: [&[spec::OperationErrors]; 9] = [
     devices::ERRORS,
     login::ERRORS,
     webhooks::ERRORS,
@@ -95,6 +102,8 @@ const ERRORS: [&[spec::OperationErrors]; 7] = [
     statics::ERRORS,
     admin::ERRORS,
     streams::ERRORS,
+    link_tokens::ERRORS,
+    link_page::ERRORS,
 ];
 
 fn apis() -> Apis {
@@ -106,6 +115,8 @@ fn apis() -> Apis {
         statics::StaticsApi,
         admin::AdminApi,
         streams::StreamsApi,
+        link_tokens::LinkTokensApi,
+        link_page::LinkPageApi,
     )
 }
 
@@ -183,8 +194,8 @@ fn sandbox_service(
             http: reqwest::Client::new(),
         },
     ));
-    let [d, l, w, p, s, a, t] = ERRORS;
-    let published = Published::of(&api, &[d, l, w, p, s, a, t, sandbox::ERRORS]);
+    let [d, l, w, p, s, a, t, k, g] = ERRORS;
+    let published = Published::of(&api, &[d, l, w, p, s, a, t, k, g, sandbox::ERRORS]);
     (api, published)
 }
 
@@ -213,6 +224,7 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
+        .nest(link_page::ASSETS_PATH, link_page::assets())
         .at(
             "/openapi.json",
             make_sync(move |_| {

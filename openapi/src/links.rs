@@ -1,6 +1,6 @@
 //! The gateway's public base URL and the links built on it. This is the one place that knows
 //! both: the engine asks it for a QR code's link once, and the login answer and the
-//! `qr_refreshed` event both carry that link.
+//! `qr_refreshed` event both carry that link; a link page's URL is built here too.
 
 use std::net::SocketAddr;
 
@@ -32,6 +32,11 @@ impl PublicBase {
     /// The base, without a trailing slash.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The public URL of the link page of link token `token`.
+    pub fn link_page(&self, token: &str) -> String {
+        format!("{}{}", self.url, crate::link_page::page_path(token))
     }
 }
 

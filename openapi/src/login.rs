@@ -9,6 +9,9 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::types::Example;
 
+use wagate_core::domain::DeviceId;
+use wagate_core::engine::{PairCodeLogin, QrLogin};
+
 use crate::auth::TenantAuth;
 use crate::device_path::DevicePath;
 use crate::devices::{CANCELLED, DeviceStateName, NO_DEVICE};
@@ -99,9 +102,9 @@ envelope!(
     "Pairing code generated successfully"
 );
 
-/// What can go wrong with a login besides a bad phone number.
-const LOGIN_ERRORS: [(u16, &str); 6] = [
-    NO_DEVICE,
+/// What can go wrong with a login of a device that exists, besides a bad phone number; the
+/// link page's logins (`crate::link_page`) answer them too.
+pub(crate) const LOGIN_OUTCOMES: [(u16, &str); 5] = [
     CANCELLED,
     (
         409,
@@ -134,7 +137,8 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
                 "`VALIDATION_ERROR`: the device id is malformed. `ALREADY_LOGGED_IN`: the device \
                  is linked; log it out before linking another account.",
             )],
-            &LOGIN_ERRORS,
+            &[NO_DEVICE],
+            &LOGIN_OUTCOMES,
         ],
     },
     OperationErrors {
@@ -146,7 +150,8 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
                  is 7–15 digits with the country code, not starting with 0). \
                  `ALREADY_LOGGED_IN`: the device is linked; log it out first.",
             )],
-            &LOGIN_ERRORS,
+            &[NO_DEVICE],
+            &LOGIN_OUTCOMES,
         ],
     },
     OperationErrors {
@@ -198,14 +203,7 @@ impl LoginApi {
     ) -> Result<Json<QrLoginResponse>, ApiError> {
         let id = device_id.0.0;
         let qr = state.manager.login_qr(auth.0.id, &id).await?;
-        Ok(QrLoginResponse::success(
-            "QR code generated successfully",
-            QrLoginResult {
-                qr_duration: qr.duration_secs(),
-                qr_link: qr.link,
-                device_id: id.to_string(),
-            },
-        ))
+        Ok(qr_answer(qr, &id))
     }
 
     /// Login Device with pairing code
@@ -231,13 +229,7 @@ impl LoginApi {
     ) -> Result<Json<PairCodeResponse>, ApiError> {
         let id = device_id.0.0;
         let code = state.manager.login_code(auth.0.id, &id, &phone).await?;
-        Ok(PairCodeResponse::success(
-            "Pairing code generated successfully",
-            PairCodeResult {
-                pair_code: code.pair_code,
-                device_id: id.to_string(),
-            },
-        ))
+        Ok(pair_code_answer(code, &id))
     }
 
     /// Confirm a login with the account's passkey
@@ -277,4 +269,27 @@ impl LoginApi {
             },
         ))
     }
+}
+
+/// The answer of a QR login of `device`, the same from every endpoint that starts one.
+pub(crate) fn qr_answer(qr: QrLogin, device: &DeviceId) -> Json<QrLoginResponse> {
+    QrLoginResponse::success(
+        "QR code generated successfully",
+        QrLoginResult {
+            qr_duration: qr.duration_secs(),
+            qr_link: qr.link,
+            device_id: device.to_string(),
+        },
+    )
+}
+
+/// The answer of a pairing-code login of `device`, the same from every endpoint that starts one.
+pub(crate) fn pair_code_answer(code: PairCodeLogin, device: &DeviceId) -> Json<PairCodeResponse> {
+    PairCodeResponse::success(
+        "Pairing code generated successfully",
+        PairCodeResult {
+            pair_code: code.pair_code,
+            device_id: device.to_string(),
+        },
+    )
 }

@@ -14,7 +14,8 @@ pub(crate) async fn in_span<E: Endpoint>(endpoint: E, req: Request) -> poem::Res
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
-        path = %req.uri().path(),
+        // A link page's path holds its token, a credential: it is logged without.
+        path = %crate::link_page::loggable_path(req.uri().path()),
         tenant = Empty,
         device = Empty,
     );

@@ -27,7 +27,7 @@ pub(crate) struct OperationErrors {
 const INFALLIBLE: [&str; 1] = ["health"];
 
 /// An example for every parameter, by name: the values the login endpoints' documentation uses.
-const PARAMETER_EXAMPLES: [(&str, &str); 12] = [
+const PARAMETER_EXAMPLES: [(&str, &str); 15] = [
     ("device_id", "\"my-device-id\""),
     ("phone", "\"628912344551\""),
     ("id", "\"0b6f6f2e-5c1e-4c1a-9d8e-2f1b5a7c9d30\""),
@@ -43,6 +43,9 @@ const PARAMETER_EXAMPLES: [(&str, &str); 12] = [
     ("username", "\"wg_4Jc1aZ0qL8sVt2Xy\""),
     ("Last-Event-ID", "\"0b6f6f2e-5c1e-4c1a-9d8e-2f1b5a7c9d31\""),
     ("last_event_id", "\"0b6f6f2e-5c1e-4c1a-9d8e-2f1b5a7c9d31\""),
+    ("types", "[\"logged_in\", \"login_failed\"]"),
+    ("device_ids", "[\"my-device-id\"]"),
+    ("token", "\"3q2-7wX9kL0mN1pQ4rS5tU6vW7xY8zA9bC0dE1fG2hI\""),
 ];
 
 const ERROR_SCHEMA: &str = "#/components/schemas/ErrorEnvelope";
@@ -305,6 +308,18 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
             response["description"] = Value::from(success_descriptions(&id, response));
         }
     }
+    // An error answer that is not the envelope (the link page's HTML) keeps its own content;
+    // it gets its description from `ERRORS` like the others.
+    let mut own: Map<String, Value> = responses
+        .iter()
+        .filter(|(status, r)| {
+            !status.starts_with('2')
+                && r["content"]
+                    .as_object()
+                    .is_some_and(|c| !c.is_empty() && !c.contains_key(JSON))
+        })
+        .map(|(status, r)| (status.clone(), r.clone()))
+        .collect();
     responses.retain(|status, _| !status.starts_with('4') && !status.starts_with('5'));
     let mut answers: Vec<(u16, &str)> = declared.answers.concat();
     if admin {
@@ -350,7 +365,14 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
         .expect("checked above");
     for (status, descriptions) in by_status {
         let description = descriptions.join(" ");
-        responses.insert(status.to_string(), error_response(status, &description));
+        let response = match own.remove(&status.to_string()) {
+            Some(mut response) => {
+                response["description"] = Value::from(description);
+                response
+            }
+            None => error_response(status, &description),
+        };
+        responses.insert(status.to_string(), response);
     }
     for parameter in operation
         .get_mut("parameters")

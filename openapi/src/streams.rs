@@ -14,8 +14,11 @@ use poem_openapi::types::{Example, ToJSON};
 use poem_openapi::{Object, OpenApi, Union};
 use serde_json::Value;
 use uuid::Uuid;
+use wagate_core::domain::{DeviceId, TenantId};
 use wagate_core::engine::LoginError;
-use wagate_core::events::stream::{StreamItem, device_stream};
+use wagate_core::events::stream::{StreamItem, device_stream, tenant_stream};
+use wagate_core::events::wire::EVENT_TYPES;
+use wagate_core::store::EventFilter;
 
 use crate::auth::TenantAuth;
 use crate::device_path::DevicePath;
@@ -91,17 +94,17 @@ impl ToJSON for StreamMessage {
 }
 
 impl StreamMessage {
-    fn of(device: &str, item: StreamItem) -> Self {
+    fn of(item: StreamItem) -> Self {
         let event = match item {
-            StreamItem::State(state) => {
+            StreamItem::State { device_id, state } => {
                 let data = serde_json::json!({
-                    "device_id": device,
+                    "device_id": device_id,
                     "state": state.as_str(),
                 });
                 Event::message(data.to_string()).event_type("state")
             }
-            StreamItem::Event(event) => Event::message(event.body)
-                .event_type(event.event_type)
+            StreamItem::Event(event) => Event::message(&*event.body)
+                .event_type(&event.event_type)
                 .id(event.id.to_string()),
             StreamItem::Behind { last_id } => {
                 let data = serde_json::json!({ "last_event_id": last_id });
@@ -113,17 +116,27 @@ impl StreamMessage {
 }
 
 /// The error answers of the stream operations (the spec's; see `crate::spec`).
-pub(crate) const ERRORS: &[OperationErrors] = &[OperationErrors {
-    operation: "streamDeviceEvents",
-    answers: &[&[
-        (
+pub(crate) const ERRORS: &[OperationErrors] = &[
+    OperationErrors {
+        operation: "streamDeviceEvents",
+        answers: &[&[
+            (
+                400,
+                "`VALIDATION_ERROR`: the device id is malformed, or `Last-Event-ID` is not an \
+                 event id.",
+            ),
+            NO_DEVICE,
+        ]],
+    },
+    OperationErrors {
+        operation: "streamTenantEvents",
+        answers: &[&[(
             400,
-            "`VALIDATION_ERROR`: the device id is malformed, or `Last-Event-ID` is not an event \
-             id.",
-        ),
-        NO_DEVICE,
-    ]],
-}];
+            "`VALIDATION_ERROR`: `types` names no event type, a device id in `device_ids` is \
+             malformed, or `Last-Event-ID` is not an event id.",
+        )]],
+    },
+];
 
 /// Live event streams.
 pub struct StreamsApi;
@@ -158,19 +171,108 @@ impl StreamsApi {
         /// header wins when both are given.
         last_event_id: Query<Option<Uuid>>,
     ) -> Result<EventStream<BoxStream<'static, StreamMessage>>, ApiError> {
-        let id = device_id.0.0;
+        let after = last_event_id_header.0.or(last_event_id.0);
+        open_device_stream(&state, auth.0.id, &device_id.0.0, after).await
+    }
+
+    /// Stream the tenant's events
+    ///
+    /// Every event of the tenant's devices as Server-Sent Events, for a dashboard: first a
+    /// `state` message per device (those `device_ids` names, or all), then each event as it is
+    /// recorded, in the form of the device stream. `types` and `device_ids` narrow it (repeat
+    /// the parameter or separate values with commas). With `Last-Event-ID` it first replays
+    /// the retained events since that one: those of its device exactly after it, and those of
+    /// other devices recorded up to 10 s before it or later, since another device's event
+    /// stamped earlier can commit later; de-duplicate by `id`. A reader that falls far behind
+    /// gets a `behind` message and the stream ends.
+    #[oai(path = "/events", method = "get", operation_id = "streamTenantEvents")]
+    async fn tenant_events(
+        &self,
+        auth: TenantAuth,
+        state: Data<&Arc<ApiState>>,
+        /// Only events of these types, e.g. `logged_in,login_failed`.
+        types: Query<Option<Vec<String>>>,
+        /// Only these devices' states and events.
+        device_ids: Query<Option<Vec<String>>>,
+        /// The id of the last event received: the events since it are sent first.
+        #[oai(name = "Last-Event-ID")]
+        last_event_id_header: Header<Option<Uuid>>,
+        /// The same as the `Last-Event-ID` header, for clients that cannot set headers; the
+        /// header wins when both are given.
+        last_event_id: Query<Option<Uuid>>,
+    ) -> Result<EventStream<BoxStream<'static, StreamMessage>>, ApiError> {
+        let filter = event_filter(types.0, device_ids.0)?;
         let after = last_event_id_header.0.or(last_event_id.0);
         let manager = &state.manager;
-        let stream = device_stream(manager.store(), manager.events(), auth.0.id, &id, after)
+        let stream = tenant_stream(manager.store(), manager.events(), auth.0.id, filter, after)
             .await
-            .map_err(LoginError::from)?
-            .ok_or_else(|| LoginError::DeviceNotFound(id.clone()))?;
-        let device = id.to_string();
-        let messages = stream
-            .map(move |item| StreamMessage::of(&device, item))
-            .boxed();
-        Ok(EventStream::new(messages)
-            .keep_alive(KEEP_ALIVE)
-            .to_event(|message| message.0))
+            .map_err(LoginError::from)?;
+        Ok(sse(stream.boxed()))
     }
+}
+
+/// A device stream as the SSE answer: `device`'s events after `after`, then live. The device
+/// stream operation and the link page's token-scoped stream both answer with it.
+pub(crate) async fn open_device_stream(
+    state: &ApiState,
+    tenant: TenantId,
+    device: &DeviceId,
+    after: Option<Uuid>,
+) -> Result<EventStream<BoxStream<'static, StreamMessage>>, ApiError> {
+    let manager = &state.manager;
+    let stream = device_stream(manager.store(), manager.events(), tenant, device, after)
+        .await
+        .map_err(LoginError::from)?
+        .ok_or_else(|| LoginError::DeviceNotFound(device.clone()))?;
+    Ok(sse(stream.boxed()))
+}
+
+/// Stream items as the SSE answer, with its keep-alive.
+fn sse(items: BoxStream<'static, StreamItem>) -> EventStream<BoxStream<'static, StreamMessage>> {
+    EventStream::new(items.map(StreamMessage::of).boxed())
+        .keep_alive(KEEP_ALIVE)
+        .to_event(|message| message.0)
+}
+
+/// The filter of a tenant stream from its query parameters: each may be repeated or hold a
+/// comma-separated list; every type must be one a consumer can receive and every device id
+/// well formed.
+fn event_filter(
+    types: Option<Vec<String>>,
+    device_ids: Option<Vec<String>>,
+) -> Result<EventFilter, ApiError> {
+    fn split(values: Option<Vec<String>>) -> Option<Vec<String>> {
+        values.map(|values| {
+            values
+                .iter()
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+    }
+    let types = split(types);
+    if let Some(unknown) = types
+        .iter()
+        .flatten()
+        .find(|t| !EVENT_TYPES.contains(&t.as_str()))
+    {
+        return Err(ApiError::validation(format!(
+            "parameter `types`: `{unknown}` is not an event type; use any of {}",
+            EVENT_TYPES.join(", ")
+        )));
+    }
+    let devices = split(device_ids)
+        .map(|ids| {
+            ids.iter()
+                .map(|id| {
+                    DeviceId::parse(id).map_err(|e| {
+                        ApiError::validation(format!("parameter `device_ids`: `{id}`: {e}"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    Ok(EventFilter { types, devices })
 }

@@ -10,6 +10,8 @@ mod devices;
 mod durable;
 #[cfg(feature = "sandbox")]
 mod embedded;
+mod link_page;
+mod link_tokens;
 mod login_code;
 mod login_outcomes;
 mod login_passkey;

@@ -103,6 +103,16 @@ phases.fuzzing.extra-data-sources.responses = false
 include-name = "GET /devices/{{device_id}}/login/events"
 enabled = false
 
+# The tenant's stream, likewise.
+[[operations]]
+include-name = "GET /events"
+enabled = false
+
+# The link page's stream, likewise; `link_tokens` tests its answers.
+[[operations]]
+include-name = "GET /link/{{token}}/events"
+enabled = false
+
 [[operations]]
 include-name = "POST /webhooks/{{id}}/deliveries/{{delivery_id}}/retry"
 parameters = {{ "path.id" = {{ dictionary = "webhook", probability = 0.75 }}, "path.delivery_id" = {{ dictionary = "delivery", probability = 0.75 }} }}

@@ -1,26 +1,38 @@
-//! A device's events as a live stream: its state when the stream opens, the recorded events
-//! after the one the reader saw last (replayed from the store), then the events recorded from
-//! now on (from the bus), with no gap and no duplicate where the replay meets the bus.
+//! Recorded events as live streams, of one device or of every device of a tenant: the states
+//! when the stream opens, the recorded events after the one the reader saw last (replayed from
+//! the store), then the events recorded from now on (from the bus), with no gap where the replay
+//! meets the bus.
 //!
 //! Invariant: the bus is subscribed before the store is read, so every event committed after
-//! that read reaches the stream from the bus; the read's snapshot numbers the newest event it
-//! holds, and the bus's events at or below that number are dropped as already sent.
+//! that read reaches the stream from the bus; the read's snapshot numbers each device's newest
+//! event, and the bus's events at or below that number are dropped as already sent.
+//!
+//! Each stream holds one bus receiver: a bounded buffer of its own that never holds the engine
+//! back. A reader the bus leaves behind gets `Behind` and its stream ends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures_util::Stream;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::{EventBus, WireEvent};
+use super::{EventBus, RecordedEvent};
 use crate::domain::{DeviceId, DeviceState, TenantId};
-use crate::store::{RecordedEvent, Resumption, Store, StoreError};
+use crate::store::{EventFilter, Store, StoreError};
 
-/// One item of a device's stream.
+/// One item of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamItem {
-    /// The device's state when the stream opened; always first.
-    State(DeviceState),
+    /// A device's state when the stream opened; these come first.
+    State {
+        /// The device.
+        device_id: String,
+        /// Its state.
+        state: DeviceState,
+    },
     /// A recorded event, with the JSON envelope webhooks deliver for it.
-    Event(RecordedEvent),
+    Event(Arc<RecordedEvent>),
     /// The reader fell so far behind that events were dropped for it: the stream ends here, and
     /// the reader resumes after `last_id` (the last event it was sent), losing nothing.
     Behind {
@@ -30,7 +42,7 @@ pub enum StreamItem {
 }
 
 /// Opens the stream of `device`'s events, resuming after event `after` when given; `None` when
-/// the tenant has no such device.
+/// the tenant has no such device. Exactly once: no gap and no duplicate at the seam.
 pub async fn device_stream(
     store: &Store,
     bus: &EventBus,
@@ -39,40 +51,86 @@ pub async fn device_stream(
     after: Option<Uuid>,
 ) -> Result<Option<impl Stream<Item = StreamItem> + Send + 'static>, StoreError> {
     // Before the read: see the module's invariant.
-    let live = bus.subscribe();
+    let events = bus.subscribe();
     let Some(resumption) = store.tenant(tenant).resume_events(device, after).await? else {
         return Ok(None);
     };
-    Ok(Some(items(resumption, live, tenant, device.clone())))
+    let head = vec![StreamItem::State {
+        device_id: device.to_string(),
+        state: resumption.state,
+    }];
+    let live = Live {
+        events,
+        tenant,
+        filter: EventFilter {
+            types: None,
+            devices: Some(vec![device.clone()]),
+        },
+        last_seqs: HashMap::from([(device.to_string(), resumption.last_seq)]),
+        last_id: None,
+        ended: false,
+    };
+    Ok(Some(items(head, resumption.replay, live)))
+}
+
+/// Opens the stream of the tenant's events that `filter` admits: a `State` for each device it
+/// admits, then, when `after` is given, the retained events since then (those recorded shortly
+/// before it may come again; see [`crate::store::TENANT_REWIND`]), then the live ones.
+pub async fn tenant_stream(
+    store: &Store,
+    bus: &EventBus,
+    tenant: TenantId,
+    filter: EventFilter,
+    after: Option<Uuid>,
+) -> Result<impl Stream<Item = StreamItem> + Send + 'static, StoreError> {
+    // Before the read: see the module's invariant.
+    let events = bus.subscribe();
+    let resumption = store
+        .tenant(tenant)
+        .resume_tenant_events(&filter, after)
+        .await?;
+    let last_seqs = resumption.last_seqs();
+    let head = resumption
+        .devices
+        .into_iter()
+        .map(|(id, state, _)| StreamItem::State {
+            device_id: id.to_string(),
+            state,
+        })
+        .collect();
+    let live = Live {
+        events,
+        tenant,
+        filter,
+        last_seqs,
+        last_id: None,
+        ended: false,
+    };
+    Ok(items(head, resumption.replay, live))
 }
 
 /// What the stream yields next from the bus.
 struct Live {
-    events: broadcast::Receiver<WireEvent>,
+    events: broadcast::Receiver<Arc<RecordedEvent>>,
     tenant: TenantId,
-    device: DeviceId,
-    last_seq: i64,
+    filter: EventFilter,
+    /// Per device, the newest event number sent or known to be before the stream.
+    last_seqs: HashMap<String, i64>,
     last_id: Option<Uuid>,
     ended: bool,
 }
 
 fn items(
-    resumption: Resumption,
-    events: broadcast::Receiver<WireEvent>,
-    tenant: TenantId,
-    device: DeviceId,
+    head: Vec<StreamItem>,
+    replay: Vec<RecordedEvent>,
+    mut live: Live,
 ) -> impl Stream<Item = StreamItem> + Send + 'static {
-    let last_id = resumption.replay.last().map(|e| e.id);
-    let head = std::iter::once(StreamItem::State(resumption.state))
-        .chain(resumption.replay.into_iter().map(StreamItem::Event));
-    let live = Live {
-        events,
-        tenant,
-        device,
-        last_seq: resumption.last_seq,
-        last_id,
-        ended: false,
-    };
+    live.last_id = replay.last().map(|e| e.id);
+    let head = head.into_iter().chain(
+        replay
+            .into_iter()
+            .map(|event| StreamItem::Event(Arc::new(event))),
+    );
     futures_util::StreamExt::chain(
         futures_util::stream::iter(head),
         futures_util::stream::unfold(live, next_live),
@@ -86,20 +144,21 @@ async fn next_live(mut live: Live) -> Option<(StreamItem, Live)> {
     loop {
         match live.events.recv().await {
             Ok(event) => {
-                let ours = event.tenant == live.tenant.0
-                    && event.device_id.as_deref() == Some(live.device.as_str());
-                if !ours || event.seq <= live.last_seq {
+                let Some(device) = event.device_id.as_deref() else {
+                    continue;
+                };
+                if event.tenant != live.tenant
+                    || !live.filter.admits(Some(device), &event.event_type)
+                {
                     continue;
                 }
-                live.last_seq = event.seq;
+                let last = live.last_seqs.entry(device.to_string()).or_insert(0);
+                if event.seq <= *last {
+                    continue;
+                }
+                *last = event.seq;
                 live.last_id = Some(event.id);
-                let item = StreamItem::Event(RecordedEvent {
-                    id: event.id,
-                    seq: event.seq,
-                    body: serde_json::to_string(&event).expect("a JSON value serialises"),
-                    event_type: event.event_type,
-                });
-                return Some((item, live));
+                return Some((StreamItem::Event(event), live));
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 live.ended = true;

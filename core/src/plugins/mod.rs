@@ -331,9 +331,7 @@ impl PluginHost {
                 tokio::select! {
                     received = events.recv() => match received {
                         Ok(event) => {
-                            let json: Arc<[u8]> = serde_json::to_vec(&event)
-                                .expect("an event serialises")
-                                .into();
+                            let json: Arc<[u8]> = Arc::clone(&event.body).into();
                             for (queue, info) in queues.iter().zip(info.iter()) {
                                 offer(queue, info, &json);
                             }

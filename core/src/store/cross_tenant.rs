@@ -9,6 +9,10 @@
 //! - Public QR images: [`Store::qr_image`] serves a PNG to whoever has its link, unauthenticated;
 //!   the unguessable image id is the secret. [`Store::purge_expired_qr_images`] deletes expired
 //!   ones, whoever they belong to.
+//! - Link pages: [`Store::link_token`] finds the device a link token reaches, and
+//!   [`Store::mark_link_token_used`] spends it, for whoever holds the link, unauthenticated:
+//!   the token (256 random bits, stored as its SHA-256) is the credential, and the tenant is
+//!   known only once it is found. A token reaches the one device it was made for.
 //! - The operator: [`Store::create_tenant`], [`Store::list_tenants`] (counts only) and
 //!   [`Store::delete_tenant`] are the admin API's; [`Store::ensure_tenant_with_credentials`]
 //!   creates the configured tenant by name at start-up.
@@ -30,6 +34,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
 use super::devices::{stored_id, stored_state};
+use super::link_tokens::{LinkToken, is_link_token, token_hash};
 use super::outbox::{CHANNEL, ClaimedDelivery, DeliveryOutcome, LOCK_CLASS, OutboxListener};
 use super::tenants::{Credential, SUMMARY, TenantSummary, hash, summary, verify};
 use super::{Store, StoreError, Tx, violates};
@@ -101,6 +106,53 @@ impl Store {
             &[],
         )
         .await
+    }
+}
+
+/// Link pages.
+impl Store {
+    /// The link token `token` with the device it reaches, whatever its state (expired, used or
+    /// revoked: the caller says which to whom); `None` for a token that was never handed out or
+    /// whose device is gone. Not tenant-scoped: the token is the credential, so the tenant is
+    /// known only once it is found; it reaches exactly the device it was made for.
+    pub async fn link_token(&self, token: &str) -> Result<Option<LinkToken>, StoreError> {
+        if !is_link_token(token) {
+            return Ok(None);
+        }
+        self.query_opt(
+            "look up a link token",
+            "SELECT t.tenant_id, d.device_id, d.state, t.expires_at, t.used_at, t.revoked_at
+             FROM link_tokens t JOIN devices d ON d.internal_id = t.device_internal_id
+             WHERE t.token_hash = $1",
+            &[&token_hash(token)],
+        )
+        .await?
+        .map(|row| {
+            let tenant = TenantId(row.get(0));
+            let device = stored_id(tenant, row.get(1))?;
+            let state = stored_state(tenant, &device, row.get(2))?;
+            Ok(LinkToken {
+                tenant,
+                device,
+                state,
+                expires_at: row.get(3),
+                used_at: row.get(4),
+                revoked_at: row.get(5),
+            })
+        })
+        .transpose()
+    }
+
+    /// Marks link token `token` used, if it is not yet: a token endpoint found its device
+    /// logged in. Not tenant-scoped for the same reason as [`Store::link_token`].
+    pub async fn mark_link_token_used(&self, token: &str) -> Result<(), StoreError> {
+        self.execute(
+            "mark a link token used",
+            "UPDATE link_tokens SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL",
+            &[&token_hash(token)],
+        )
+        .await?;
+        Ok(())
     }
 }
 

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "event_replay",
         sql: include_str!("../../../migrations/0005_event_replay.sql"),
     },
+    Migration {
+        version: 6,
+        name: "link_tokens",
+        sql: include_str!("../../../migrations/0006_link_tokens.sql"),
+    },
 ];
 
 /// Serialises migrations across every process sharing the database ("wagate:m" in ASCII).

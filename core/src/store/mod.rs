@@ -3,16 +3,17 @@
 //!
 //! Tenant data is reached only through [`Store::tenant`]: the [`TenantStore`] it returns holds
 //! the tenant, and its methods are the only operations on a tenant's devices, device events,
-//! keys, QR images, webhook endpoints and deliveries and credentials. Each of them selects its
-//! rows by that tenant (or by a row it first found to be the tenant's, as a key store is bound
-//! to one device's row), so a caller cannot leave the tenant out. The operations deliberately
-//! not scoped to one tenant are [`Store`]'s own methods, all in `cross_tenant.rs`, whose module
-//! doc says why each one is.
+//! keys, QR images, link tokens, webhook endpoints and deliveries and credentials. Each of them
+//! selects its rows by that tenant (or by a row it first found to be the tenant's, as a key
+//! store is bound to one device's row), so a caller cannot leave the tenant out. The operations
+//! deliberately not scoped to one tenant are [`Store`]'s own methods, all in `cross_tenant.rs`,
+//! whose module doc says why each one is.
 
 mod cross_tenant;
 mod devices;
 mod event_log;
 pub mod keys;
+mod link_tokens;
 mod migrate;
 mod outbox;
 mod qr_images;
@@ -33,7 +34,8 @@ use tokio_postgres::{NoTls, Row};
 use crate::domain::{DeviceId, TenantId};
 
 pub use devices::{DeviceChange, Link};
-pub use event_log::{RecordedEvent, Resumption};
+pub use event_log::{EventFilter, Resumption, TENANT_REWIND, TenantResumption};
+pub use link_tokens::LinkToken;
 pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener};
 pub use tenants::{Credential, TenantSummary};
 pub use webhooks::{

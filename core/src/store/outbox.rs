@@ -18,9 +18,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{DeviceChange, Link, StoreError, TenantStore, Tx, keys};
-use crate::domain::{DeviceId, TenantId};
-use crate::events::{NewEvent, WireEvent};
+use super::{DeviceChange, Link, StoreError, TenantStore, Tx, keys, link_tokens};
+use crate::domain::{DeviceId, DeviceState, TenantId};
+use crate::events::{NewEvent, RecordedEvent, WireEvent};
 
 /// The channel a commit that adds deliveries notifies.
 pub(crate) const CHANNEL: &str = "wagate_webhooks";
@@ -162,7 +162,8 @@ impl TenantStore<'_> {
     /// as recorded (numbered, in order).
     ///
     /// With [`Link::End`] every key row of the device goes in the same transaction: a link
-    /// never ends with its keys left behind, nor its keys go while the JID stays. When the
+    /// never ends with its keys left behind, nor its keys go while the JID stays. A change to
+    /// `logged_in` marks the device's link tokens used in the same transaction. When the
     /// device is not there (or not in `only_from`), nothing at all is written and the answer is
     /// [`StoreError::DeviceNotFound`].
     pub async fn record_events(
@@ -170,7 +171,7 @@ impl TenantStore<'_> {
         id: &DeviceId,
         change: DeviceChange<'_>,
         events: Vec<NewEvent>,
-    ) -> Result<Vec<WireEvent>, StoreError> {
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let tenant = self.tenant;
         let not_found = || StoreError::DeviceNotFound {
             tenant,
@@ -224,10 +225,14 @@ impl TenantStore<'_> {
         if change.link == Link::End {
             keys::delete_key_rows(&tx, row.get(0)).await?;
         }
+        if change.state == Some(DeviceState::LoggedIn) {
+            // A link page's token is spent by the login it was for.
+            link_tokens::use_up(&tx, row.get(0)).await?;
+        }
         let last_seq: i64 = row.get(1);
         let first_seq = last_seq - count + 1;
         let now = Utc::now();
-        let recorded: Vec<(WireEvent, Option<DateTime<Utc>>)> = events
+        let recorded: Vec<(RecordedEvent, Option<DateTime<Utc>>)> = events
             .into_iter()
             .enumerate()
             .map(|(i, event)| {
@@ -240,12 +245,12 @@ impl TenantStore<'_> {
                     occurred_at: now,
                     data: event.data,
                 };
-                (wire, event.expires_at)
+                (RecordedEvent::of(&wire), event.expires_at)
             })
             .collect();
         insert_events(&tx, tenant, Some(id.as_str()), &recorded, None).await?;
         tx.commit().await?;
-        Ok(recorded.into_iter().map(|(wire, _)| wire).collect())
+        Ok(recorded.into_iter().map(|(event, _)| event).collect())
     }
 }
 
@@ -256,7 +261,7 @@ pub(super) async fn insert_events(
     tx: &Tx<'_>,
     tenant: TenantId,
     device: Option<&str>,
-    events: &[(WireEvent, Option<DateTime<Utc>>)],
+    events: &[(RecordedEvent, Option<DateTime<Utc>>)],
     only_endpoint: Option<Uuid>,
 ) -> Result<(), StoreError> {
     if events.is_empty() {
@@ -273,7 +278,7 @@ pub(super) async fn insert_events(
         seqs.push(event.seq);
         types.push(event.event_type.as_str());
         ats.push(event.occurred_at);
-        bodies.push(serde_json::to_string(event).expect("a JSON value serialises"));
+        bodies.push(&*event.body);
         expiries.push(*expires_at);
     }
     tx.execute(

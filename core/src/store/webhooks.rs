@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::outbox::insert_events;
 use super::{StoreError, TenantStore, Tx, is_missing_reference};
-use crate::events::{NewEvent, WireEvent};
+use crate::events::{NewEvent, RecordedEvent, WireEvent};
 
 /// The columns [`endpoint`] reads, in order.
 const ENDPOINT_COLUMNS: &str =
@@ -391,7 +391,14 @@ impl TenantStore<'_> {
             occurred_at: Utc::now(),
             data: ping.data,
         };
-        insert_events(&tx, tenant, None, &[(event.clone(), None)], Some(id)).await?;
+        insert_events(
+            &tx,
+            tenant,
+            None,
+            &[(RecordedEvent::of(&event), None)],
+            Some(id),
+        )
+        .await?;
         let delivery: Uuid = tx
             .query_one(
                 "SELECT id FROM webhook_deliveries WHERE event_id = $1",

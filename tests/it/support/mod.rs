@@ -21,6 +21,8 @@ use wagate_sandbox::{Sandbox, SandboxConfig};
 #[path = "../../../core/tests/support/mod.rs"]
 pub mod pg;
 
+#[cfg(test)]
+pub mod browser;
 pub mod nats;
 // The real binary exists only for the test target (the benchmarks share this module).
 #[cfg(all(test, feature = "sandbox"))]
@@ -48,6 +50,8 @@ pub struct Options {
     pub plugins: Vec<PluginSpec>,
     /// The admin credential (`WAGATE_ADMIN_AUTH`); the admin API is off without it.
     pub admin: Option<(&'static str, &'static str)>,
+    /// How long a client may take nothing before its connection is closed.
+    pub write_stall: Duration,
 }
 
 impl Options {
@@ -70,6 +74,7 @@ impl Default for Options {
             webhook_retry_schedule: "100ms,200ms,400ms,800ms",
             plugins: Vec::new(),
             admin: None,
+            write_stall: wagate::DEFAULT_WRITE_STALL,
         }
     }
 }
@@ -133,6 +138,7 @@ impl Gateway {
                 .admin
                 .and_then(|(user, pass)| AdminCredential::new([(user.into(), pass.into())])),
             login_timeout: options.login_timeout,
+            write_stall: options.write_stall,
             webhooks: WebhookConfig {
                 allow_private: options.webhook_allow_private,
                 retry_schedule: RetrySchedule::parse(options.webhook_retry_schedule)
@@ -165,8 +171,22 @@ impl Gateway {
     }
 
     /// A connection to its database, to look behind the store; it closes when dropped.
-    async fn sql(&self) -> tokio_postgres::Client {
+    pub async fn sql(&self) -> tokio_postgres::Client {
         pg::sql(&self.database_url).await
+    }
+
+    /// Moves the expiry of every link token of `tenant` a minute into the past, as time would;
+    /// returns how many there were.
+    pub async fn expire_link_tokens(&self, tenant: TenantId) -> u64 {
+        self.sql()
+            .await
+            .execute(
+                "UPDATE link_tokens SET expires_at = now() - interval '1 minute'
+                 WHERE tenant_id = $1",
+                &[&tenant.0],
+            )
+            .await
+            .expect("the link tokens' expiry moves")
     }
 
     /// The events recorded for `device` of `tenant`, oldest first, as `(type, data)`.
@@ -588,6 +608,36 @@ pub async fn fetch(url: &str) -> (StatusCode, Vec<u8>) {
     let response = reqwest::get(url).await.expect("fetch");
     let status = response.status();
     (status, response.bytes().await.expect("body").to_vec())
+}
+
+/// A page as a browser gets it: status, headers and the HTML.
+pub struct Page {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The body.
+    pub html: String,
+}
+
+impl Page {
+    /// The value of header `name`, empty when there is none.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Opens a page without credentials, as a browser following a link does.
+pub async fn fetch_page(url: &str) -> Page {
+    let response = reqwest::get(url).await.expect("fetch");
+    Page {
+        status: response.status(),
+        headers: response.headers().clone(),
+        html: response.text().await.expect("a text body"),
+    }
 }
 
 /// The QR code `device` shows, read from the image its login call links to, as the phone's

@@ -89,3 +89,69 @@ impl EventStream {
         })
     }
 }
+
+/// A stream opened by a client that reads its head and then nothing more, on a connection
+/// with a small receive window, as a stuck browser tab or a dead proxy does.
+pub struct StalledReader {
+    socket: tokio::net::TcpStream,
+}
+
+impl StalledReader {
+    /// Reads everything still buffered for this connection until the gateway closes it;
+    /// `None` if it is still open after `within`.
+    pub async fn read_until_closed(&mut self, within: Duration) -> Option<Vec<u8>> {
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let mut chunk = vec![0; 64 * 1024];
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.socket.read(&mut chunk)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(rest),
+                Ok(Ok(n)) => rest.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+impl super::Api {
+    /// Opens the event stream at `path` with this client's credentials and reads only the
+    /// answer's head (`Connection: close`: the connection ends with the answer).
+    pub async fn stalled_stream(&self, path: &str) -> StalledReader {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = self
+            .request(reqwest::Method::GET, path)
+            .build()
+            .expect("a request");
+        let url = request.url();
+        let address = format!(
+            "{}:{}",
+            url.host_str().expect("a host"),
+            url.port().expect("a port")
+        );
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        // Before connecting, so the window the gateway sees is this small from the start.
+        socket.set_recv_buffer_size(4096).expect("a receive buffer");
+        let mut socket = socket
+            .connect(address.parse().expect("an address"))
+            .await
+            .expect("connects");
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+        for (name, value) in request.headers() {
+            head.push_str(&format!(
+                "{name}: {}\r\n",
+                value.to_str().expect("an ASCII header")
+            ));
+        }
+        head.push_str("\r\n");
+        socket.write_all(head.as_bytes()).await.expect("sent");
+        let mut read = Vec::new();
+        let mut chunk = vec![0; 4096];
+        while !read.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut chunk).await.expect("the answer's head");
+            assert!(n > 0, "the gateway closed before answering");
+            read.extend_from_slice(&chunk[..n]);
+        }
+        StalledReader { socket }
+    }
+}
