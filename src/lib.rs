@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use wagate_core::cluster::{Cluster, ClusterError, ClusterOptions};
 use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
 use wagate_core::events::EventBus;
+use wagate_core::metrics::Metrics;
 use wagate_core::plugins::{PluginError, PluginHost, PluginSpec};
 use wagate_core::store::{Store, StoreError};
 use wagate_core::webhooks::{Dispatcher, WebhookConfig, WebhookError, Webhooks};
@@ -32,6 +33,8 @@ const REQUEST_GRACE: Duration = Duration::from_secs(10);
 const PLUGIN_GRACE: Duration = Duration::from_secs(5);
 /// How long one request to WhatsApp's media servers may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a failed start-up restore waits before it is tried again.
+const RESTORE_RETRY: Duration = Duration::from_secs(5);
 
 /// Where the gateway keeps its data.
 #[derive(Debug, Clone)]
@@ -68,6 +71,12 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     /// Where WhatsApp is.
     pub whatsapp: WhatsAppEndpoint,
+    /// Where `GET /metrics` is served instead of on `listen` (`--metrics-listen`); on `listen`
+    /// when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Whether the metrics count devices per tenant too (`--metrics-per-tenant`): tenant ids
+    /// become labels only by this opt-in.
+    pub metrics_per_tenant: bool,
     /// Sandbox builds: the base URL of the sandbox's control API, served under `/sandbox/…`.
     #[cfg(feature = "sandbox")]
     pub sandbox_control: String,
@@ -113,6 +122,8 @@ pub enum StartError {
 /// process exit would (nothing is logged out, the next start restores the linked devices).
 pub struct Running {
     local: SocketAddr,
+    /// The metrics server on its own address, with its stop signal.
+    metrics_server: Option<(SocketAddr, oneshot::Sender<()>, AbortOnDrop<()>)>,
     manager: Arc<DeviceManager>,
     server: AbortOnDrop<std::io::Result<()>>,
     stop_serving: Option<oneshot::Sender<()>>,
@@ -146,6 +157,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         webhooks,
         plugins,
         whatsapp,
+        metrics_listen,
+        metrics_per_tenant,
         #[cfg(feature = "sandbox")]
         sandbox_control,
     } = config;
@@ -165,6 +178,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .first()
         .and_then(|a| a.as_socket_addr().copied())
         .unwrap_or(listen);
+    let metrics_acceptor = match metrics_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .into_acceptor()
+                .await
+                .map_err(|source| StartError::Listen { address, source })?,
+        ),
+        None => None,
+    };
+    let metrics = Metrics::new(metrics_per_tenant);
     let (cluster, store) = open_store(database).await?;
     if !default_tenant.is_empty() {
         store
@@ -176,7 +199,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .timeout(HTTP_TIMEOUT)
         .build()
         .map_err(StartError::Http)?;
-    let dispatcher = Dispatcher::start(store.clone(), webhooks.clone()).await?;
+    let dispatcher = Dispatcher::start(store.clone(), webhooks.clone(), metrics.clone()).await?;
     let bus = EventBus::new();
     plugins.start(&bus);
     let public_base = PublicBase::new(public_url.as_deref(), local);
@@ -188,16 +211,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             login_timeout,
             push_name: EngineConfig::PUSH_NAME.to_string(),
             qr_links: Arc::new(public_base.clone()),
+            metrics: metrics.clone(),
         },
         http,
     ));
-    // Linked devices come back by themselves; the API serves while they reconnect.
+    // Linked devices come back by themselves; the API serves while they reconnect, and
+    // `/ready` says 503 until they have. A restore fails only before it starts any device (the
+    // database did not answer), so it is tried again until it succeeds.
     let restoring = AbortOnDrop(tokio::spawn({
         let manager = Arc::clone(&manager);
         async move {
-            match manager.restore().await {
-                Ok(n) => tracing::info!(devices = n, "linked devices restored"),
-                Err(e) => tracing::error!("linked devices not restored: {e}"),
+            loop {
+                match manager.restore().await {
+                    Ok(n) => {
+                        tracing::info!(devices = n, "linked devices restored");
+                        return;
+                    }
+                    Err(e) => tracing::error!(
+                        "linked devices not restored, trying again in {} s: {e}",
+                        RESTORE_RETRY.as_secs()
+                    ),
+                }
+                tokio::time::sleep(RESTORE_RETRY).await;
             }
         }
     }));
@@ -207,7 +242,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         plugins: plugins.counters(),
         admin,
         public_base,
+        metrics: metrics.clone(),
+        metrics_on_api: metrics_acceptor.is_none(),
+        dispatcher: dispatcher.probe(),
     };
+    let metrics_server = metrics_acceptor.map(|acceptor| {
+        let scrape = wagate_openapi::metrics_endpoint(
+            metrics,
+            Arc::clone(&state.manager),
+            state.plugins.clone(),
+        );
+        serve_metrics(acceptor, metrics_listen.unwrap_or(listen), scrape)
+    });
     #[cfg(feature = "sandbox")]
     let app = wagate_openapi::sandbox_app(state, sandbox_control);
     #[cfg(not(feature = "sandbox"))]
@@ -228,6 +274,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!(%local, "wagate is serving; API docs at /docs");
     Ok(Running {
         local,
+        metrics_server,
         manager,
         server,
         stop_serving: Some(stop_serving),
@@ -236,6 +283,38 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         plugins,
         cluster,
     })
+}
+
+/// Serves `GET /metrics` (`scrape`) alone on `acceptor`, bound for `requested`, until told to
+/// stop; every other path there is a 404.
+fn serve_metrics(
+    acceptor: impl Acceptor + 'static,
+    requested: SocketAddr,
+    scrape: impl poem::Endpoint + 'static,
+) -> (SocketAddr, oneshot::Sender<()>, AbortOnDrop<()>) {
+    let address = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .unwrap_or(requested);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = poem::Route::new().at("/metrics", scrape);
+    let task = AbortOnDrop(tokio::spawn(async move {
+        let served = poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(
+                app,
+                async {
+                    let _ = stopped.await;
+                },
+                Some(REQUEST_GRACE),
+            )
+            .await;
+        if let Err(e) = served {
+            tracing::error!(%address, "the metrics server stopped: {e}");
+        }
+    }));
+    tracing::info!(%address, "metrics served at /metrics on their own address");
+    (address, stop, task)
 }
 
 /// Connects to the database, starting the embedded cluster when there is no URL.
@@ -265,6 +344,11 @@ impl Running {
         self.local
     }
 
+    /// Where `GET /metrics` is served when it has its own address (`metrics_listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_server.as_ref().map(|(address, _, _)| *address)
+    }
+
     /// Its engine, and through it the store.
     pub fn manager(&self) -> &Arc<DeviceManager> {
         &self.manager
@@ -288,6 +372,10 @@ impl Running {
         }
         // Its outcome was reported by `serving` if it failed; here it only has to end.
         let _ = (&mut self.server.0).await;
+        if let Some((_, stop, mut task)) = self.metrics_server.take() {
+            let _ = stop.send(());
+            let _ = (&mut task.0).await;
+        }
         self.restoring.0.abort();
         self.manager.shutdown().await;
         let Running {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use wagate::{Config, Database};
 use wagate_core::cluster::{Cluster, ClusterOptions};
@@ -22,8 +22,50 @@ use wagate_openapi::AdminCredential;
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
+    /// How log lines are written: `text` for people, `json` for log collectors (one object a
+    /// line, with the current span's fields and the list of spans). `RUST_LOG` chooses what is
+    /// logged.
+    #[arg(
+        long,
+        env = "WAGATE_LOG_FORMAT",
+        value_enum,
+        ignore_case = true,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `target`, `fields` (the message among
+    /// them), `span` (the current span's fields) and `spans` (every span it is in, outermost
+    /// first).
+    Json,
+}
+
+/// What is logged when `RUST_LOG` is not set.
+const DEFAULT_LOG_FILTER: &str = "info,whatsapp_rust=warn,wacore=warn,tokio_postgres=warn";
+
+/// Installs the logger: `RUST_LOG` (else [`DEFAULT_LOG_FILTER`]) chooses what is logged,
+/// `format` how.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into());
+    let logger = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => logger.init(),
+        LogFormat::Json => logger
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 // Parsed once at start; boxing the serve options would buy nothing.
@@ -93,6 +135,12 @@ struct ServeArgs {
     /// A JSON file listing plugins with their configs: `[{"path", "config"?, "queue"?}]`.
     #[arg(long, env = "WAGATE_PLUGIN_CONFIG")]
     plugin_config: Option<PathBuf>,
+    /// Serve `GET /metrics` on this address instead of the API's (which then answers 404 there).
+    #[arg(long, env = "WAGATE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Count devices per tenant in the metrics too (`wagate_tenant_devices{tenant_id,state}`).
+    #[arg(long, env = "WAGATE_METRICS_PER_TENANT")]
+    metrics_per_tenant: bool,
     #[cfg(feature = "sandbox")]
     #[command(flatten)]
     sandbox: SandboxArgs,
@@ -167,14 +215,9 @@ struct SandboxArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "info,whatsapp_rust=warn,wacore=warn,tokio_postgres=warn".into()
-            }),
-        )
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(db) => {
             let (_cluster, store) = open_store(&db).await?;
@@ -297,6 +340,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         webhooks,
         plugins,
         whatsapp,
+        metrics_listen: args.metrics_listen,
+        metrics_per_tenant: args.metrics_per_tenant,
         #[cfg(feature = "sandbox")]
         sandbox_control,
     })

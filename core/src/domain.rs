@@ -112,6 +112,16 @@ pub enum DeviceState {
 }
 
 impl DeviceState {
+    /// Every state, in the order a login moves through them (the metrics show each, 0 when no
+    /// device is in it). The test below keeps it complete.
+    pub const ALL: [DeviceState; 5] = [
+        Self::Disconnected,
+        Self::Connecting,
+        Self::Connected,
+        Self::PasskeyRequired,
+        Self::LoggedIn,
+    ];
+
     /// The state's wire and database name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -170,6 +180,21 @@ pub struct Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_state_is_in_all() {
+        // A new variant stops this match compiling: add it to `ALL` as well as here.
+        let position = |state: DeviceState| match state {
+            DeviceState::Disconnected => 0,
+            DeviceState::Connecting => 1,
+            DeviceState::Connected => 2,
+            DeviceState::PasskeyRequired => 3,
+            DeviceState::LoggedIn => 4,
+        };
+        for (i, state) in DeviceState::ALL.into_iter().enumerate() {
+            assert_eq!(position(state), i, "{state:?}");
+        }
+    }
 
     #[test]
     fn device_ids_accept_the_documented_alphabet() {

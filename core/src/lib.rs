@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod domain;
 pub mod engine;
 pub mod events;
+pub mod metrics;
 pub mod plugins;
 pub mod store;
 pub mod webhooks;

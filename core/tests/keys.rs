@@ -1340,4 +1340,53 @@ mod isolation {
             .unwrap_err();
         assert!(matches!(err, StoreError::DeviceNotFound { .. }), "{err}");
     }
+
+    #[tokio::test]
+    async fn a_closed_backend_writes_nothing_so_an_ended_link_stays_empty() {
+        let (store, url) = store_and_url().await;
+        let b = new_backend(&store).await;
+        b.put_identity("a@s.whatsapp.net", [1; 32]).await.unwrap();
+
+        b.close(std::time::Duration::from_secs(1)).await;
+        let late = b.put_identity("b@s.whatsapp.net", [2; 32]).await;
+        let read = b.load_identity("a@s.whatsapp.net").await;
+
+        assert!(late.is_err(), "a write after close is refused");
+        assert!(read.is_err(), "so is a read: the client it served is gone");
+        let rows = rows_by_table(&url, b.device_internal_id()).await;
+        assert_eq!(
+            rows["wa_identities"], 1,
+            "only the write before close: {rows:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn closing_waits_for_the_statements_already_running() {
+        let (store, url) = store_and_url().await;
+        let b = std::sync::Arc::new(new_backend(&store).await);
+        let keys: Vec<(u32, Bytes)> = (1..=800)
+            .map(|id| (id, Bytes::from(format!("prekey-{id}"))))
+            .collect();
+
+        let writer = {
+            let b = std::sync::Arc::clone(&b);
+            tokio::spawn(async move { b.store_prekeys_batch(&keys, false).await })
+        };
+        tokio::task::yield_now().await;
+        b.close(std::time::Duration::from_secs(10)).await;
+        let rows = rows_by_table(&url, b.device_internal_id()).await;
+        let outcome = writer.await.expect("the writer finishes");
+
+        // Either the batch ran before close returned, or it was refused: never after.
+        let stored = rows["wa_prekeys"];
+        match outcome {
+            Ok(()) => assert_eq!(stored, 800),
+            Err(_) => assert_eq!(stored, 0),
+        }
+        assert_eq!(
+            rows_by_table(&url, b.device_internal_id()).await["wa_prekeys"],
+            stored,
+            "nothing landed after close returned"
+        );
+    }
 }

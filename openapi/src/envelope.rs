@@ -4,6 +4,7 @@
 use poem_openapi::Object;
 
 use crate::error::ErrorCode;
+use crate::readiness::RestoreField;
 
 /// Declares a named envelope around one results type, so generated SDKs get a named class per
 /// answer instead of an anonymous generic. `[T]` declares a list of `T`; the message is the
@@ -65,6 +66,9 @@ pub struct ErrorEnvelope {
     /// With `PASSKEY_REQUIRED`: the WebAuthn `PublicKeyCredentialRequestOptions` to get the
     /// passkey assertion for; null with every other code.
     pub passkey_request_options: Option<Box<serde_json::Value>>,
+    /// With `NOT_READY`: how far the start-up restore of linked devices has come; null with
+    /// every other code.
+    pub restore: Option<RestoreField>,
 }
 
 impl poem_openapi::types::Example for ErrorEnvelope {
@@ -73,6 +77,7 @@ impl poem_openapi::types::Example for ErrorEnvelope {
             code: ErrorCode::DeviceNotFound,
             message: "device `my-device-id` not found: create it first with POST /devices".into(),
             passkey_request_options: None,
+            restore: None,
         }
     }
 }

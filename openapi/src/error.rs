@@ -7,6 +7,7 @@ use wagate_core::engine::LoginError;
 use wagate_core::store::StoreError;
 
 use crate::envelope::ErrorEnvelope;
+use crate::readiness::{RestoreField, RestoreProgress};
 use crate::routes::Routes;
 
 /// An error answer.
@@ -50,6 +51,9 @@ pub enum ApiError {
     /// WhatsApp refused the request.
     #[oai(status = 502)]
     BadGateway(Json<ErrorEnvelope>),
+    /// The gateway cannot take traffic yet (`GET /ready` only).
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorEnvelope>),
     /// WhatsApp did not answer in time.
     #[oai(status = 504)]
     GatewayTimeout(Json<ErrorEnvelope>),
@@ -108,6 +112,10 @@ pub enum ErrorCode {
     InternalServerError,
     /// WhatsApp refused the request (502).
     WhatsappRefused,
+    /// `GET /ready` only: the gateway cannot take traffic yet; the message says what is not
+    /// ready (database, migrations, webhook delivery, the start-up restore) and `restore`
+    /// carries the restore's progress (503).
+    NotReady,
     /// WhatsApp did not answer within the login timeout (504).
     GatewayTimeout,
 }
@@ -117,6 +125,7 @@ fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorEnvelope> {
         code,
         message: message.into(),
         passkey_request_options: None,
+        restore: None,
     })
 }
 
@@ -205,6 +214,13 @@ impl ApiError {
         ))
     }
 
+    /// 503 `NOT_READY`, with the start-up restore's progress in the envelope's `restore`.
+    pub fn not_ready(message: impl Into<String>, restore: RestoreProgress) -> Self {
+        let mut envelope = body(ErrorCode::NotReady, message);
+        envelope.0.restore = Some(RestoreField(restore));
+        Self::ServiceUnavailable(envelope)
+    }
+
     /// 500 `INTERNAL_SERVER_ERROR`; the detail goes to the log, not to the caller.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {detail}");
@@ -228,6 +244,7 @@ impl ApiError {
             Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }

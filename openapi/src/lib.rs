@@ -12,11 +12,13 @@ mod devices;
 mod envelope;
 mod error;
 mod events;
+mod http_metrics;
 mod link_page;
 mod link_tokens;
 mod links;
 mod login;
 mod plugins;
+mod readiness;
 mod request_span;
 mod routes;
 #[cfg(feature = "sandbox")]
@@ -37,13 +39,15 @@ use poem::web::Html;
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route};
 use poem_openapi::{OpenApiService, Tags};
 use wagate_core::engine::DeviceManager;
+use wagate_core::metrics::Metrics;
 use wagate_core::plugins::PluginCounters;
-use wagate_core::webhooks::Webhooks;
+use wagate_core::webhooks::{DispatcherProbe, Webhooks};
 
 pub use admin::{AdminAuth, AdminCredential};
 pub use auth::TenantAuth;
 pub use envelope::ErrorEnvelope;
 pub use error::{ApiError, ErrorCode};
+pub use http_metrics::metrics_endpoint;
 pub use links::PublicBase;
 use routes::Routes;
 
@@ -61,6 +65,13 @@ pub struct ApiState {
     /// The base of the links handed out besides QR images' (link pages); the engine's
     /// `QrLinks` is the same base.
     pub public_base: PublicBase,
+    /// Where every answer is counted, and what `GET /metrics` shows.
+    pub metrics: Metrics,
+    /// Whether this app serves `GET /metrics`; off when it is served on its own address
+    /// (`--metrics-listen`), and then the path is a 404 here.
+    pub metrics_on_api: bool,
+    /// Whether webhook delivery runs, for `GET /ready`.
+    pub dispatcher: DispatcherProbe,
 }
 
 /// Groups of operations in the spec.
@@ -74,7 +85,7 @@ pub enum ApiTags {
     Webhooks,
     /// Shared libraries the gateway hands every event to.
     Plugins,
-    /// Liveness.
+    /// Liveness (`/health`) and readiness (`/ready`).
     Health,
     /// Tenants and their credentials, for the operator: its own credential
     /// (`WAGATE_ADMIN_AUTH`), off without it.
@@ -220,9 +231,19 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
     } = published;
     let routes = Arc::new(routes);
     let admin_on = state.admin.is_some();
+    let metrics = state.metrics.clone();
+    let named = Arc::clone(&routes);
     let docs = Route::new().at("/", make_sync(move |_| Html(docs.clone())));
-    Route::new()
-        .nest("/", api)
+    let mut app = Route::new();
+    if state.metrics_on_api {
+        let scrape = metrics_endpoint(
+            metrics.clone(),
+            Arc::clone(&state.manager),
+            state.plugins.clone(),
+        );
+        app = app.at("/metrics", scrape);
+    }
+    app.nest("/", api)
         .nest("/docs", docs)
         .nest(link_page::ASSETS_PATH, link_page::assets())
         .at(
@@ -271,6 +292,11 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
         .data(Arc::new(state))
         .data(Arc::new(throttle::AuthThrottle::default()))
         .around(request_span::in_span)
+        // Outermost, so every answer counts, the ones refused before routing included.
+        .around(move |endpoint, req| {
+            let (metrics, named) = (metrics.clone(), Arc::clone(&named));
+            async move { http_metrics::measured(endpoint, req, &metrics, &named).await }
+        })
 }
 
 #[cfg(test)]

@@ -223,6 +223,7 @@ impl LinkTokensApi {
                      link another account"
                 ),
                 passkey_request_options: None,
+                restore: None,
             })));
         }
         // Whole milliseconds, as every moment is written, so the answer says what is stored.

@@ -1,11 +1,14 @@
 //! The served routes as the spec lists them: which methods a path answers (the `Allow` of a
-//! 405) and the names of its path parameters (poem-openapi reports a bad one as `param0`).
+//! 405), the names of its path parameters (poem-openapi reports a bad one as `param0`) and the
+//! template a path is served by (the metrics' `route` label, never the concrete path).
 
 use serde_json::Value;
 
 /// One path template of the spec, e.g. `/webhooks/{id}/deliveries/{delivery_id}/retry`.
 #[derive(Debug, Clone)]
 struct Template {
+    /// As the spec writes it.
+    path: String,
     /// Literal segments as `Some`, parameters as `None`.
     segments: Vec<Option<String>>,
     /// Parameter names in order.
@@ -63,6 +66,7 @@ impl Routes {
                     .map(|m| m.to_uppercase())
                     .collect();
                 Template {
+                    path: path.clone(),
                     segments,
                     params,
                     methods,
@@ -83,6 +87,11 @@ impl Routes {
     /// The methods served on `path`, for `Allow`, e.g. `GET, DELETE`.
     pub fn allow(&self, path: &str) -> Option<String> {
         self.find(path).map(|t| t.methods.join(", "))
+    }
+
+    /// The spec's template of the route serving `path`, e.g. `/devices/{device_id}/login`.
+    pub fn template(&self, path: &str) -> Option<&str> {
+        self.find(path).map(|t| t.path.as_str())
     }
 
     /// The name of the `index`-th path parameter of the route serving `path`.
@@ -124,6 +133,17 @@ mod tests {
     #[test]
     fn a_literal_segment_beats_a_parameter() {
         assert_eq!(routes().allow("/devices/d1/login").as_deref(), Some("GET"));
+    }
+
+    #[test]
+    fn a_path_is_named_by_its_template() {
+        let routes = routes();
+        assert_eq!(
+            routes.template("/devices/d1/login"),
+            Some("/devices/{device_id}/login")
+        );
+        assert_eq!(routes.template("/webhooks/abc"), Some("/webhooks/{id}"));
+        assert_eq!(routes.template("/nowhere"), None);
     }
 
     #[test]

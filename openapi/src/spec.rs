@@ -23,8 +23,8 @@ pub(crate) struct OperationErrors {
     pub answers: &'static [&'static [(u16, &'static str)]],
 }
 
-/// Operations that cannot fail inside the gateway.
-const INFALLIBLE: [&str; 1] = ["health"];
+/// Operations that cannot fail inside the gateway (readiness says a failure as 503).
+const INFALLIBLE: [&str; 2] = ["health", "ready"];
 
 /// An example for every parameter, by name: the values the login endpoints' documentation uses.
 const PARAMETER_EXAMPLES: [(&str, &str); 15] = [

@@ -1,4 +1,4 @@
-//! Public resources: QR images and the health check.
+//! Public resources: QR images, the health check (liveness) and readiness.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::envelope::envelope;
 use crate::error::ErrorCode;
+use crate::readiness::{self, ReadyResponse, ReadyResult};
 use crate::spec::OperationErrors;
 use crate::{ApiError, ApiState, ApiTags};
 
@@ -58,6 +59,16 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
     OperationErrors {
         operation: "health",
         answers: &[],
+    },
+    OperationErrors {
+        operation: "ready",
+        answers: &[&[(
+            503,
+            "`NOT_READY`: the gateway cannot take traffic yet: its database does not answer \
+             or lacks migrations, webhook delivery is not running, or the linked devices are \
+             still being restored. The message says which; `restore` carries the restore's \
+             progress.",
+        )]],
     },
 ];
 
@@ -120,5 +131,29 @@ impl StaticsApi {
                 status: "ok".to_string(),
             },
         )
+    }
+
+    /// Check readiness
+    ///
+    /// Whether this gateway can take traffic: 200 once its database answers with every
+    /// migration applied, webhook delivery runs and the start-up restore of linked devices has
+    /// finished; 503 `NOT_READY` until then (or when one of them stops), saying what is not
+    /// ready, with the restore's progress in `restore`. `/health` is liveness: it answers as
+    /// long as the process serves.
+    #[oai(
+        path = "/ready",
+        method = "get",
+        operation_id = "ready",
+        tag = "ApiTags::Health"
+    )]
+    async fn ready(&self, state: Data<&Arc<ApiState>>) -> Result<Json<ReadyResponse>, ApiError> {
+        let restore = readiness::check(&state).await?;
+        Ok(ReadyResponse::success(
+            "ready",
+            ReadyResult {
+                status: "ready".to_string(),
+                restore,
+            },
+        ))
     }
 }

@@ -16,7 +16,12 @@ mod login_code;
 mod login_outcomes;
 mod login_passkey;
 mod login_qr;
+#[cfg(feature = "sandbox")]
+mod logs;
+mod metrics;
+mod observability;
 mod plugins;
+mod readiness;
 #[cfg(feature = "sandbox")]
 mod schemathesis;
 #[cfg(feature = "sandbox")]

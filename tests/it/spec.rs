@@ -137,7 +137,7 @@ fn public_operations_say_they_need_no_credentials() {
         let public = operation["security"] == serde_json::json!([]);
         let lists_401 = operation["responses"].get("401").is_some();
         assert_eq!(public, !lists_401, "{method} {path}");
-        if ["getQrImage", "health"].contains(&operation["operationId"].as_str().unwrap()) {
+        if ["getQrImage", "health", "ready"].contains(&operation["operationId"].as_str().unwrap()) {
             assert!(public, "{method} {path} is public");
         }
     }
@@ -160,6 +160,7 @@ fn every_operation_lists_only_the_errors_it_can_answer() {
     };
     assert_eq!(statuses("listDevices"), ["200", "401", "429", "500"]);
     assert_eq!(statuses("health"), ["200"]);
+    assert_eq!(statuses("ready"), ["200", "503"]);
     assert_eq!(
         statuses("loginDevice"),
         [

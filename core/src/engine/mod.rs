@@ -6,6 +6,7 @@ mod http;
 mod passkey;
 mod phone;
 mod qr_image;
+mod restore;
 mod session;
 
 use std::collections::HashMap;
@@ -28,7 +29,9 @@ pub use http::ReqwestHttp;
 pub use passkey::{InvalidPasskeyAssertion, PasskeyAssertion};
 pub use phone::{InvalidPhone, PhoneNumber};
 pub use qr_image::{QR_IMAGE_SIZE, QrImageError, render_png};
+pub use restore::RestoreProgress;
 
+use restore::RestoreTracker;
 use session::{Command, Session};
 
 /// Where the engine's clients find WhatsApp.
@@ -77,6 +80,8 @@ pub struct EngineConfig {
     pub push_name: String,
     /// The links of QR images, for login answers and events.
     pub qr_links: Arc<dyn QrLinks>,
+    /// Where sessions count logins and WhatsApp connections.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl EngineConfig {
@@ -297,6 +302,7 @@ pub struct DeviceManager {
     ctx: Arc<EngineContext>,
     sessions: Mutex<HashMap<DeviceKey, SessionHandle>>,
     housekeeping: JoinHandle<()>,
+    restoring: RestoreTracker,
 }
 
 impl DeviceManager {
@@ -322,6 +328,7 @@ impl DeviceManager {
                 http,
             }),
             sessions: Mutex::new(HashMap::new()),
+            restoring: RestoreTracker::default(),
         }
     }
 
@@ -362,8 +369,14 @@ impl DeviceManager {
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let session = Session::new(Arc::clone(&self.ctx), key.clone(), state);
-        // Every log line of the session, whichever task it runs on, names its device.
-        let span = tracing::info_span!("session", tenant = %key.tenant, device = %key.device);
+        // Every log line of the session, whichever task it runs on, names its device. The
+        // session outlives the request that may have started it: it is no child of its span.
+        let span = tracing::info_span!(
+            parent: None,
+            "session",
+            tenant = %key.tenant,
+            device = %key.device
+        );
         let task = tokio::spawn(session.run(rx).instrument(span));
         sessions.insert(
             key,
@@ -516,10 +529,36 @@ impl DeviceManager {
     /// Reconnects every linked device from its stored keys, a batch at a time so a gateway with
     /// thousands of devices comes up smoothly; returns how many devices it started. Each batch
     /// waits until its devices are logged in, have failed, or the login timeout passed. The API
-    /// serves meanwhile: run this in its own task.
+    /// serves meanwhile: run this in its own task, and follow it with
+    /// [`DeviceManager::restore_progress`].
+    ///
+    /// It fails only before it starts any device (the store did not answer), so it may simply be
+    /// called again; [`DeviceManager::restore_failure`] keeps the error until then.
     pub async fn restore(&self) -> Result<usize, StoreError> {
+        self.restoring.begin();
+        let restored = self.restore_all().await;
+        match &restored {
+            Ok(_) => self.restoring.finish(),
+            Err(e) => self.restoring.fail(e),
+        }
+        restored
+    }
+
+    /// Where the start-up restore stands; `finished` is false until [`DeviceManager::restore`]
+    /// returned `Ok`.
+    pub fn restore_progress(&self) -> RestoreProgress {
+        self.restoring.progress()
+    }
+
+    /// Why the last [`DeviceManager::restore`] failed, until it is called again.
+    pub fn restore_failure(&self) -> Option<String> {
+        self.restoring.failure()
+    }
+
+    async fn restore_all(&self) -> Result<usize, StoreError> {
         self.fail_interrupted_logins().await?;
         let devices = self.ctx.store.linked_devices().await?;
+        self.restoring.found(devices.len());
         let mut logged_in = 0;
         for batch in devices.chunks(RESTORE_BATCH) {
             let mut settling = futures_util::stream::FuturesUnordered::new();
@@ -528,13 +567,19 @@ impl DeviceManager {
                 let (settled, state) = oneshot::channel();
                 if session.send(Command::Resume(settled)).await.is_ok() {
                     settling.push(state);
+                } else {
+                    self.restoring.settled(1);
                 }
             }
             let deadline = tokio::time::Instant::now() + self.ctx.config.login_timeout;
             // A session that ended without answering (its device was deleted) has settled too.
             while let Ok(Some(state)) = tokio::time::timeout_at(deadline, settling.next()).await {
                 logged_in += usize::from(state == Ok(DeviceState::LoggedIn));
+                self.restoring.settled(1);
             }
+            // Those the timeout left connecting carry on by themselves; the restore is through
+            // with them.
+            self.restoring.settled(settling.len());
         }
         // The caller reports how many were started; how many got back in is told here.
         tracing::debug!(linked = devices.len(), logged_in, "linked devices settled");
@@ -547,7 +592,7 @@ impl DeviceManager {
     /// device that a new login moved meanwhile is left alone.
     async fn fail_interrupted_logins(&self) -> Result<(), StoreError> {
         for (tenant, id, from) in self.ctx.store.interrupted_logins().await? {
-            let events = [
+            let kinds = [
                 EngineEventKind::LoginFailed {
                     reason: LoginFailure::Interrupted,
                 },
@@ -555,10 +600,8 @@ impl DeviceManager {
                     from,
                     to: DeviceState::Disconnected,
                 },
-            ]
-            .iter()
-            .map(NewEvent::from_kind)
-            .collect();
+            ];
+            let events = kinds.iter().map(NewEvent::from_kind).collect();
             let change = DeviceChange {
                 state: Some(DeviceState::Disconnected),
                 only_from: Some(from),
@@ -572,6 +615,7 @@ impl DeviceManager {
                 .await
             {
                 Ok(recorded) => {
+                    self.ctx.config.metrics.recorded(&kinds, &mut None);
                     for event in recorded {
                         self.ctx.bus.publish(event);
                     }

@@ -26,6 +26,8 @@ use super::{
 };
 use crate::domain::DeviceState;
 use crate::events::{EngineEventKind, LoginFailure, NewEvent};
+use crate::metrics::{ConnectionMark, LoginAttempt, LoginMethod};
+use crate::store::keys::PgBackend;
 use crate::store::{DeviceChange, Link, StoreError, TenantStore};
 use pair_code::PairCodeFlow;
 
@@ -75,6 +77,8 @@ struct PendingQr {
 
 struct Running {
     client: RunningClient,
+    /// The client's key store, closed when the client stops (see `PgBackend::close`).
+    keys: Arc<PgBackend>,
     generation: u64,
     /// `PairSuccess` was seen: the next `Connected` is a new login, not a reconnect.
     paired: Option<Paired>,
@@ -119,11 +123,17 @@ pub(crate) struct Session {
     deadline: Option<Instant>,
     /// Restores waiting for the device to be logged in or disconnected.
     resumes: Vec<oneshot::Sender<DeviceState>>,
+    /// The login attempt in progress, for the metrics: begun by the call that started it,
+    /// ended by its `logged_in` or `login_failed` (or a logout).
+    login: Option<LoginAttempt>,
+    /// This device's client in `wagate_whatsapp_connections` while WhatsApp has accepted it.
+    connection: ConnectionMark,
 }
 
 impl Session {
     /// A session for `key`, whose device the store last saw in `state`; no client runs yet.
     pub fn new(ctx: Arc<EngineContext>, key: DeviceKey, state: DeviceState) -> Self {
+        let connection = ctx.config.metrics.connection();
         Self {
             ctx,
             key,
@@ -146,6 +156,8 @@ impl Session {
             code: PairCodeFlow::new(),
             deadline: None,
             resumes: Vec::new(),
+            login: None,
+            connection,
         }
     }
 
@@ -288,12 +300,16 @@ impl Session {
             let _ = reply.send(Ok(qr.clone()));
             return;
         }
+        self.begin_login(LoginMethod::Qr);
         self.qr_waiters.push(reply);
         self.arm_deadline();
         self.ensure_client().await;
     }
 
     async fn on_event(&mut self, event: &Event) {
+        if matches!(event, Event::Disconnected(_)) {
+            self.connection.set(false);
+        }
         match event {
             Event::PairingQrCode(qr) => self.on_qr(&qr.code, qr.timeout).await,
             Event::PairSuccess(success) => {
@@ -313,12 +329,14 @@ impl Session {
                 self.qr = None;
                 if x.disconnected {
                     self.end_login(LoginFailure::QrExhausted, Link::Keep).await;
-                    // Someone asked while the last code ran out: give them a new series.
-                    if !self.qr_waiters.is_empty()
-                        && let Err(e) = self.start_client().await
-                    {
-                        let device = self.device().clone();
-                        self.fail_waiters(|| e.clone_for_waiter(&device));
+                    // Someone asked while the last code ran out: give them a new series, a new
+                    // attempt.
+                    if !self.qr_waiters.is_empty() {
+                        self.begin_login(LoginMethod::Qr);
+                        if let Err(e) = self.start_client().await {
+                            let device = self.device().clone();
+                            self.fail_waiters(|| e.clone_for_waiter(&device));
+                        }
                     }
                 }
             }
@@ -488,6 +506,10 @@ impl Session {
         };
         // Taken: only the first `Connected` after a pairing is a new login.
         let paired = running.paired.take();
+        self.connection.set(true);
+        if paired.is_none() {
+            self.ctx.config.metrics.whatsapp_reconnected();
+        }
         let client = &running.client.client;
         let jid = client.pn().map(|j| j.to_string());
         let lid = client.lid().map(|j| j.to_string());
@@ -522,6 +544,7 @@ impl Session {
 
     async fn on_client_gone(&mut self) {
         self.running = None;
+        self.connection.set(false);
         self.qr = None;
         if self.state != DeviceState::Disconnected && self.state != DeviceState::LoggedIn {
             self.set_state(DeviceState::Disconnected).await;
@@ -655,6 +678,15 @@ impl Session {
         });
     }
 
+    /// A call is about to wait for a code: unless an attempt is already under way on the
+    /// running client, this call begins one (repeat and parallel calls join it).
+    fn begin_login(&mut self, method: LoginMethod) {
+        if self.login.is_some() && self.running.is_some() {
+            return;
+        }
+        self.login = Some(self.ctx.config.metrics.login_started(method));
+    }
+
     fn arm_deadline(&mut self) {
         if self.deadline.is_none() {
             self.deadline = Some(Instant::now() + self.ctx.config.login_timeout);
@@ -702,7 +734,8 @@ impl Session {
             Err(e) => return Err(self.unless_gone(e.into()).await),
         };
         self.row = Some(backend.device_internal_id());
-        let client = match client::start(&self.ctx, Arc::new(backend)).await {
+        let keys = Arc::new(backend);
+        let client = match client::start(&self.ctx, keys.clone()).await {
             Ok(client) => client,
             Err(detail) => {
                 let e = self.internal(detail);
@@ -712,6 +745,7 @@ impl Session {
         self.generation += 1;
         self.running = Some(Running {
             client,
+            keys,
             generation: self.generation,
             paired: None,
         });
@@ -726,9 +760,13 @@ impl Session {
         self.qr = None;
         self.qr_ref = None;
         self.passkey = None;
+        self.connection.set(false);
         if let Some(running) = self.running.take() {
             // A shutdown that overruns is dropped, and dropping the handle aborts the client.
             let _ = tokio::time::timeout(STOP_GRACE, running.client.handle.shutdown()).await;
+            // Whatever the client left running writes nothing from here on, so a link ended
+            // after this leaves no key rows behind.
+            running.keys.close(STOP_GRACE).await;
         }
     }
 
@@ -744,6 +782,8 @@ impl Session {
     async fn log_out(&mut self) {
         let device = self.device().clone();
         self.fail_waiters(|| LoginError::Cancelled(device.clone()));
+        // A login in progress ends with no event of its own.
+        self.login = None;
         let was_linked = self.state == DeviceState::LoggedIn;
         if was_linked && let Some(running) = &self.running {
             // Tells WhatsApp to remove this companion; errors leave it to expire there.
@@ -828,6 +868,7 @@ impl Session {
             .await
         {
             Ok(recorded) => {
+                self.ctx.config.metrics.recorded(&kinds, &mut self.login);
                 for event in recorded {
                     self.ctx.bus.publish(event);
                 }

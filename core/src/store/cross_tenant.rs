@@ -23,6 +23,10 @@
 //!   [`Store::release_orphaned_claims`], [`Store::expire_deliveries`], [`Store::purge_events`]
 //!   and [`Store::next_due_delivery`]. A claimed delivery carries its endpoint's URL and
 //!   secrets, never another tenant's.
+//! - Metrics describe the whole gateway to its operator: [`Store::device_states`] and
+//!   [`Store::tenant_device_states`] count devices by state (tenant ids only for the operator's
+//!   opt-in), [`Store::pending_deliveries`] counts pending deliveries by endpoint id. They
+//!   return counts and ids, never a tenant's data.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -573,5 +577,87 @@ impl Store {
             )
             .await?
             .get(0))
+    }
+}
+
+/// Pending webhook deliveries of one endpoint, for the metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDeliveries {
+    /// The endpoint.
+    pub endpoint_id: Uuid,
+    /// Its deliveries pending: due, claimed, or awaiting a retry.
+    pub count: i64,
+    /// Seconds since its oldest pending delivery was created.
+    pub oldest_age_seconds: f64,
+}
+
+/// Metrics, read at scrape time.
+impl Store {
+    /// How many devices of every tenant are in each state (states without devices left out).
+    /// Across tenants: the operator's view of the whole gateway, counts only.
+    pub async fn device_states(&self) -> Result<Vec<(DeviceState, i64)>, StoreError> {
+        self.query(
+            "count the devices by state",
+            "SELECT state, count(*) FROM devices GROUP BY state",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let raw: &str = row.get(0);
+            let state = DeviceState::parse(raw).ok_or_else(|| {
+                StoreError::Corrupt(format!("a device has an unknown state `{raw}`"))
+            })?;
+            Ok((state, row.get(1)))
+        })
+        .collect()
+    }
+
+    /// How many devices each tenant has in each state (pairs without devices left out). Across
+    /// tenants for the operator's opt-in per-tenant metrics; counts only.
+    pub async fn tenant_device_states(
+        &self,
+    ) -> Result<Vec<(TenantId, DeviceState, i64)>, StoreError> {
+        self.query(
+            "count the devices by tenant and state",
+            "SELECT tenant_id, state, count(*) FROM devices GROUP BY tenant_id, state
+             ORDER BY tenant_id, state",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let tenant = TenantId(row.get(0));
+            let raw: &str = row.get(1);
+            let state = DeviceState::parse(raw).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "a device of tenant {tenant} has an unknown state `{raw}`"
+                ))
+            })?;
+            Ok((tenant, state, row.get(2)))
+        })
+        .collect()
+    }
+
+    /// Every endpoint with pending deliveries: how many, and the age of the oldest. Across
+    /// tenants: the operator watches the outbox as a whole; endpoint ids and counts only.
+    pub async fn pending_deliveries(&self) -> Result<Vec<PendingDeliveries>, StoreError> {
+        Ok(self
+            .query(
+                "count the pending webhook deliveries",
+                "SELECT endpoint_id, count(*),
+                    greatest(extract(epoch FROM now() - min(created_at)), 0)::float8
+                 FROM webhook_deliveries WHERE status = 'pending'
+                 GROUP BY endpoint_id ORDER BY endpoint_id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| PendingDeliveries {
+                endpoint_id: row.get(0),
+                count: row.get(1),
+                oldest_age_seconds: row.get(2),
+            })
+            .collect())
     }
 }

@@ -101,6 +101,21 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .map_err(|e| StoreError::db("commit the migrations", e))
 }
 
+/// How many of [`MIGRATIONS`] the database lacks. One statement, so it also tells whether the
+/// database answers; a database never migrated fails (no `schema_migrations`).
+pub(super) async fn missing(client: &Client) -> Result<usize, StoreError> {
+    let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    let applied: i64 = client
+        .query_one(
+            "SELECT count(*) FROM schema_migrations WHERE version = ANY($1)",
+            &[&versions],
+        )
+        .await
+        .map_err(|e| StoreError::db("read the applied migrations", e))?
+        .get(0);
+    Ok(MIGRATIONS.len().saturating_sub(applied as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

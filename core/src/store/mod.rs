@@ -33,6 +33,7 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::domain::{DeviceId, TenantId};
 
+pub use cross_tenant::PendingDeliveries;
 pub use devices::{DeviceChange, Link};
 pub use event_log::{EventFilter, Resumption, TENANT_REWIND, TenantResumption};
 pub use link_tokens::LinkToken;
@@ -65,6 +66,17 @@ impl std::fmt::Debug for Store {
             .field("pool", &self.pool.status())
             .finish_non_exhaustive()
     }
+}
+
+/// The connection pool's state, as `deadpool` reports it, for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open now.
+    pub size: usize,
+    /// Of those, the ones idle.
+    pub available: usize,
+    /// Tasks waiting for a connection.
+    pub waiting: usize,
 }
 
 /// What went wrong in the store.
@@ -113,6 +125,11 @@ pub enum StoreError {
         /// The highest migration this build carries.
         known: i32,
     },
+    /// A key store was used after its session let go of it (a stopped client's late task).
+    #[error(
+        "the key store of device row {0} is closed: its client was stopped, so nothing more is written through it"
+    )]
+    KeyStoreClosed(i64),
     /// A tenant of that name exists.
     #[error("a tenant named `{0}` already exists: choose another name")]
     TenantExists(String),
@@ -165,8 +182,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A failed statement, with what was being done.
+    /// A failed statement, with what was being done. Every statement error passes here, so
+    /// this is where `wagate_db_query_errors_total` counts them.
     fn db(doing: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        crate::metrics::count_db_query_error();
         Self::Database {
             doing: doing.into(),
             source,
@@ -246,6 +265,24 @@ impl Store {
         let mut client = store.client().await?;
         migrate::migrate(&mut client).await?;
         Ok(store)
+    }
+
+    /// How many of the migrations this build carries the database lacks: 0 once
+    /// [`Store::connect`] applied them, unless the schema was changed behind wagate's back. One
+    /// statement on a pooled connection, so it also tells whether the database answers; for
+    /// the readiness check, which bounds how long it waits.
+    pub async fn missing_migrations(&self) -> Result<usize, StoreError> {
+        migrate::missing(&self.client().await?).await
+    }
+
+    /// The pool's connections and waiters now; no connection is taken to tell.
+    pub fn pool_status(&self) -> PoolStatus {
+        let status = self.pool.status();
+        PoolStatus {
+            size: status.size,
+            available: status.available,
+            waiting: status.waiting,
+        }
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {

@@ -28,6 +28,8 @@ pub(super) struct Settled {
     pub endpoint: Uuid,
     /// When the attempt started.
     pub at: DateTime<Utc>,
+    /// How long it took, answer or error (for the metrics).
+    pub took: Duration,
     /// What becomes of the delivery.
     pub outcome: DeliveryOutcome,
 }
@@ -50,13 +52,16 @@ pub(super) async fn attempt(
     refuse_private: bool,
 ) -> Settled {
     let at = Utc::now();
+    let started = std::time::Instant::now();
     let result = send(client, &delivery, at.timestamp(), refuse_private).await;
+    let took = started.elapsed();
     let outcome = judge(&delivery, result, schedule, at);
     tracing::debug!(?outcome, "delivery attempted");
     Settled {
         delivery: delivery.id,
         endpoint: delivery.endpoint_id,
         at,
+        took,
         outcome,
     }
 }

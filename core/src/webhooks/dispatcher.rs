@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::attempt::{Settled, attempt};
 use super::{PublicResolver, WebhookConfig, WebhookError};
+use crate::metrics::Metrics;
 use crate::store::{ClaimedDelivery, DeliveryOutcome, OutboxListener, Store};
 
 /// How often orphaned claims are released, expired deliveries retired and old events purged.
@@ -46,8 +47,13 @@ impl Drop for Dispatcher {
 }
 
 impl Dispatcher {
-    /// Starts delivering the outbox of `store`; fails when the outbox listener cannot connect.
-    pub async fn start(store: Store, config: WebhookConfig) -> Result<Dispatcher, WebhookError> {
+    /// Starts delivering the outbox of `store`, counting attempts in `metrics`; fails when the
+    /// outbox listener cannot connect.
+    pub async fn start(
+        store: Store,
+        config: WebhookConfig,
+        metrics: Metrics,
+    ) -> Result<Dispatcher, WebhookError> {
         let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -77,6 +83,7 @@ impl Dispatcher {
             settled: Vec::new(),
             oldest_settled: None,
             gone: Vec::new(),
+            metrics,
         };
         let task = tokio::spawn(run.run(stopped));
         tracing::info!(owner, "webhook dispatcher started");
@@ -86,6 +93,11 @@ impl Dispatcher {
         })
     }
 
+    /// A handle that tells whether this dispatcher still runs, for readiness checks.
+    pub fn probe(&self) -> DispatcherProbe {
+        DispatcherProbe(self.task.as_ref().map(JoinHandle::abort_handle))
+    }
+
     /// Stops claiming, lets attempts in flight finish (up to the attempt timeout), records them
     /// and hands every other claim back to the outbox.
     pub async fn shutdown(mut self) {
@@ -93,6 +105,18 @@ impl Dispatcher {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+/// Whether a [`Dispatcher`] still runs: its task has not ended (it ends only at shutdown, or
+/// when it panicked). Cheap to clone; it cannot stop the dispatcher.
+#[derive(Debug, Clone)]
+pub struct DispatcherProbe(Option<tokio::task::AbortHandle>);
+
+impl DispatcherProbe {
+    /// Whether the dispatcher's task is still running.
+    pub fn is_running(&self) -> bool {
+        self.0.as_ref().is_some_and(|task| !task.is_finished())
     }
 }
 
@@ -110,6 +134,8 @@ struct Run {
     oldest_settled: Option<Instant>,
     /// Endpoints that answered 410 since the last write.
     gone: Vec<Uuid>,
+    /// Where attempts are counted as they settle, and those in flight shown.
+    metrics: Metrics,
 }
 
 impl Run {
@@ -222,9 +248,11 @@ impl Run {
         let check = !self.config.allow_private;
         self.in_flight
             .spawn(async move { attempt(&client, delivery, &schedule, check).await });
+        self.metrics.webhook_in_flight(self.in_flight.len());
     }
 
     fn finished(&mut self, done: Result<Settled, tokio::task::JoinError>) {
+        self.metrics.webhook_in_flight(self.in_flight.len());
         let settled = match done {
             Ok(settled) => settled,
             // An aborted or panicked attempt keeps its lease and comes back when it runs out.
@@ -251,6 +279,7 @@ impl Run {
             self.start(next);
         }
         self.waiting.retain(|_, queue| !queue.is_empty());
+        self.metrics.webhook_attempt(&settled.outcome, settled.took);
         self.settled
             .push((settled.delivery, settled.at, settled.outcome));
         self.oldest_settled.get_or_insert_with(Instant::now);
@@ -329,6 +358,8 @@ impl Run {
                 }
             }
         }
+        // Aborted attempts keep their lease and run no more.
+        self.metrics.webhook_in_flight(0);
         self.waiting.clear();
         self.flush().await;
         if let Err(e) = self.store.release_claims_of(self.owner).await {

@@ -28,7 +28,7 @@ use crate::store::{
 };
 
 pub use address::{PublicResolver, check_literal, check_url, is_public};
-pub use dispatcher::Dispatcher;
+pub use dispatcher::{Dispatcher, DispatcherProbe};
 pub use schedule::RetrySchedule;
 
 /// The longest endpoint URL accepted.

@@ -27,7 +27,11 @@ pub mod nats;
 // The real binary exists only for the test target (the benchmarks share this module).
 #[cfg(all(test, feature = "sandbox"))]
 pub mod process;
+#[cfg(test)]
+pub mod prometheus;
 pub mod receiver;
+#[cfg(test)]
+pub mod scrape;
 #[cfg(test)]
 pub mod sse;
 #[cfg(test)]
@@ -52,6 +56,10 @@ pub struct Options {
     pub admin: Option<(&'static str, &'static str)>,
     /// How long a client may take nothing before its connection is closed.
     pub write_stall: Duration,
+    /// Serve `GET /metrics` on its own address (`--metrics-listen`), e.g. `127.0.0.1:0`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Count devices per tenant in the metrics (`--metrics-per-tenant`).
+    pub metrics_per_tenant: bool,
 }
 
 impl Options {
@@ -75,6 +83,8 @@ impl Default for Options {
             plugins: Vec::new(),
             admin: None,
             write_stall: wagate::DEFAULT_WRITE_STALL,
+            metrics_listen: None,
+            metrics_per_tenant: false,
         }
     }
 }
@@ -151,6 +161,8 @@ impl Gateway {
                 url: sandbox.ws_url(),
                 time_scale: options.time_scale,
             },
+            metrics_listen: options.metrics_listen,
+            metrics_per_tenant: options.metrics_per_tenant,
             #[cfg(feature = "sandbox")]
             sandbox_control: sandbox.http_url(),
         })
@@ -168,6 +180,11 @@ impl Gateway {
         };
         // `start` returns with the listener bound: requests wait for the server, never fail.
         gateway
+    }
+
+    /// The URL of its database.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
     }
 
     /// A connection to its database, to look behind the store; it closes when dropped.

@@ -11,7 +11,8 @@ pub struct Wagate {
     child: Child,
     /// Where it serves, e.g. `http://127.0.0.1:40123`.
     pub base: String,
-    /// Every line it printed after the one saying where it listens.
+    /// Every line it printed after the one saying where it listens; every line it printed on
+    /// stdout and stderr when started by [`Wagate::start_recording`].
     output: Arc<Mutex<Vec<String>>>,
 }
 
@@ -28,24 +29,52 @@ impl Wagate {
         Self::spawn(command)
     }
 
+    /// `wagate serve` on `database_url` with `args` and the variables `env` set, keeping every
+    /// line it prints on stdout and stderr from the first on, for [`Wagate::lines`].
+    pub fn start_recording(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = serve(database_url, args);
+        command.envs(env.iter().copied()).stderr(Stdio::piped());
+        Self::spawn_keeping(command, true)
+    }
+
     /// `wagate serve` with `args` on the embedded PostgreSQL in `data_dir`.
     pub fn start_embedded(data_dir: &Path, args: &[&str]) -> Self {
         Self::spawn(serve_embedded(data_dir, args))
     }
 
     /// Runs `command` and waits until it says where it listens.
-    fn spawn(mut command: Command) -> Self {
+    fn spawn(command: Command) -> Self {
+        Self::spawn_keeping(command, false)
+    }
+
+    /// Runs `command` and waits until it says where it listens; `everything` keeps the lines
+    /// before that one too, and those of stderr when it is piped.
+    fn spawn_keeping(mut command: Command, everything: bool) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .expect("wagate starts");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let collected = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    collected.lock().unwrap().push(line);
+                }
+            });
+        }
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let base = lines
             .by_ref()
             .map_while(Result::ok)
-            .find_map(|line| line.strip_prefix("listening on ").map(str::to_string))
+            .find_map(|line| {
+                let base = line.strip_prefix("listening on ").map(str::to_string);
+                if everything {
+                    output.lock().unwrap().push(line);
+                }
+                base
+            })
             .expect("wagate prints where it listens");
-        let output = Arc::new(Mutex::new(Vec::new()));
         let collected = Arc::clone(&output);
         // Read to the end, so plugins printing to stdout never meet a closed pipe.
         std::thread::spawn(move || {
@@ -70,6 +99,11 @@ impl Wagate {
             }
         };
         super::eventually(&format!("wagate printing `{needle}`"), printed).await
+    }
+
+    /// Every line it printed so far (see [`Wagate::start_recording`]).
+    pub fn lines(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
     }
 
     /// SIGTERM, then waits for the process to end: a graceful shutdown.

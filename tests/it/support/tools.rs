@@ -1,4 +1,4 @@
-//! The Python and Node tools some tests run, which `.ci/run` installs. Where
+//! The Python, Node and Prometheus tools some tests run, which `.ci/run` installs. Where
 //! `WAGATE_REQUIRE_TEST_TOOLS` is set (`.ci/run` sets it), a missing tool fails its test; elsewhere
 //! the test is skipped and says how to install what it lacks.
 

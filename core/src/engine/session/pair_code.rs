@@ -18,6 +18,7 @@ use super::{REUSE_MARGIN, Reply, Session};
 use crate::domain::{DeviceId, DeviceState};
 use crate::engine::{LoginError, PairCodeLogin, PhoneNumber};
 use crate::events::{EngineEventKind, LoginFailure};
+use crate::metrics::LoginMethod;
 use crate::store::Link;
 
 /// The code showing, for one phone number.
@@ -121,6 +122,7 @@ impl Session {
         if in_flight_for.is_some() || self.code.pending.is_some() {
             self.stop_client().await;
         }
+        self.begin_login(LoginMethod::PairCode);
         if self.ensure_client().await {
             self.request_code(phone);
         }

@@ -20,6 +20,8 @@ mod signal;
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use deadpool_postgres::{Pool, PoolError};
 use tokio_postgres::Row;
@@ -62,6 +64,20 @@ const TABLES: &[&str] = &[
 pub struct PgBackend {
     pool: Pool,
     device: i64,
+    fence: Arc<Fence>,
+}
+
+/// Closes a backend to its client's stragglers.
+///
+/// Invariant: once [`PgBackend::close`] returned, no statement of this backend reaches the
+/// database. whatsapp-rust's background tasks (a pre-key upload, an app-state sync) can outlive
+/// the client's shutdown; without the fence their writes would land after the link ended and
+/// leave key rows behind the `Link::End` that deleted them.
+#[derive(Default)]
+struct Fence {
+    closed: AtomicBool,
+    /// Held shared by every running statement, exclusively by `close` while it waits for them.
+    statements: tokio::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for PgBackend {
@@ -76,6 +92,24 @@ impl PgBackend {
     /// The `devices.internal_id` this backend reads and writes.
     pub fn device_internal_id(&self) -> i64 {
         self.device
+    }
+
+    /// Refuses every statement from now on and waits (at most `grace`) for those running; see
+    /// [`Fence`]. The session calls it when it stops the client, before it may end the link.
+    pub async fn close(&self, grace: std::time::Duration) {
+        self.fence.closed.store(true, Ordering::SeqCst);
+        let _ = tokio::time::timeout(grace, self.fence.statements.write()).await;
+    }
+
+    /// A pass for one statement, held while it runs; refused once the backend is closed.
+    async fn admit(&self) -> WaResult<tokio::sync::RwLockReadGuard<'_, ()>> {
+        let pass = self.fence.statements.read().await;
+        if self.fence.closed.load(Ordering::SeqCst) {
+            return Err(WaStoreError::Connection(Box::new(
+                StoreError::KeyStoreClosed(self.device),
+            )));
+        }
+        Ok(pass)
     }
 
     /// A failed statement, as the library's error, naming the operation and the device.
@@ -122,6 +156,7 @@ impl PgBackend {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> WaResult<u64> {
+        let _pass = self.admit().await?;
         let (client, statement) = self.prepared(doing, sql).await?;
         client
             .execute(&statement, params)
@@ -136,6 +171,7 @@ impl PgBackend {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> WaResult<Vec<Row>> {
+        let _pass = self.admit().await?;
         let (client, statement) = self.prepared(doing, sql).await?;
         client
             .query(&statement, params)
@@ -150,6 +186,7 @@ impl PgBackend {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> WaResult<Option<Row>> {
+        let _pass = self.admit().await?;
         let (client, statement) = self.prepared(doing, sql).await?;
         client
             .query_opt(&statement, params)
@@ -212,6 +249,7 @@ impl TenantStore<'_> {
         Ok(self.device_internal_id(id).await?.map(|device| PgBackend {
             pool: self.store.pool.clone(),
             device,
+            fence: Arc::default(),
         }))
     }
 }
