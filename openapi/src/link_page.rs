@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::Utc;
+use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use poem::endpoint::make_sync;
 use poem::web::Data;
@@ -32,7 +33,7 @@ use crate::login::{
 };
 use crate::request_span::{record_device, record_tenant};
 use crate::spec::OperationErrors;
-use crate::streams::{StreamMessage, open_device_stream};
+use crate::streams::{StreamMessage, device_items, sse};
 use crate::{ApiError, ApiState, ApiTags};
 
 /// The page that links a device: it reads its token from its own path.
@@ -496,13 +497,17 @@ impl LinkPageApi {
     ) -> Result<EventStream<BoxStream<'static, StreamMessage>>, ApiError> {
         let link = admitted(&state, &token, Need::Follow).await?;
         let after = last_event_id_header.0.or(last_event_id.0);
-        open_device_stream(&state, link.tenant, &link.device, after)
+        let items = device_items(&state, link.tenant, &link.device, after)
             .await
             .map_err(|e| match e {
                 // The device went (and its tokens with it) since the token was found.
                 ApiError::NotFound(_) => Closed::Unknown.error(),
                 other => other,
-            })
+            })?;
+        // The token is the stream's only credential: the stream ends when the token does, and
+        // a reconnect after that is refused.
+        let left = (link.expires_at - Utc::now()).to_std().unwrap_or_default();
+        Ok(sse(items.take_until(tokio::time::sleep(left)).boxed()))
     }
 }
 

@@ -172,7 +172,8 @@ impl StreamsApi {
         last_event_id: Query<Option<Uuid>>,
     ) -> Result<EventStream<BoxStream<'static, StreamMessage>>, ApiError> {
         let after = last_event_id_header.0.or(last_event_id.0);
-        open_device_stream(&state, auth.0.id, &device_id.0.0, after).await
+        let items = device_items(&state, auth.0.id, &device_id.0.0, after).await?;
+        Ok(sse(items))
     }
 
     /// Stream the tenant's events
@@ -211,24 +212,26 @@ impl StreamsApi {
     }
 }
 
-/// A device stream as the SSE answer: `device`'s events after `after`, then live. The device
-/// stream operation and the link page's token-scoped stream both answer with it.
-pub(crate) async fn open_device_stream(
+/// A device's stream: its events after `after`, then live. The device stream operation and
+/// the link page's token-scoped stream both answer with it.
+pub(crate) async fn device_items(
     state: &ApiState,
     tenant: TenantId,
     device: &DeviceId,
     after: Option<Uuid>,
-) -> Result<EventStream<BoxStream<'static, StreamMessage>>, ApiError> {
+) -> Result<BoxStream<'static, StreamItem>, ApiError> {
     let manager = &state.manager;
     let stream = device_stream(manager.store(), manager.events(), tenant, device, after)
         .await
         .map_err(LoginError::from)?
         .ok_or_else(|| LoginError::DeviceNotFound(device.clone()))?;
-    Ok(sse(stream.boxed()))
+    Ok(stream.boxed())
 }
 
 /// Stream items as the SSE answer, with its keep-alive.
-fn sse(items: BoxStream<'static, StreamItem>) -> EventStream<BoxStream<'static, StreamMessage>> {
+pub(crate) fn sse(
+    items: BoxStream<'static, StreamItem>,
+) -> EventStream<BoxStream<'static, StreamMessage>> {
     EventStream::new(items.map(StreamMessage::of).boxed())
         .keep_alive(KEEP_ALIVE)
         .to_event(|message| message.0)

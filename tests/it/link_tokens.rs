@@ -173,6 +173,38 @@ async fn once_its_device_logged_in_a_link_is_used_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_links_open_stream_ends_when_the_link_expires() {
+    let gateway = Gateway::start().await;
+    let (tenant, api) = gateway.tenant_with_id("acme").await;
+    api.create_device("d1").await;
+    let (token, _) = new_link(&api, "d1").await;
+    gateway
+        .sql()
+        .await
+        .execute(
+            "UPDATE link_tokens SET expires_at = now() + interval '2 seconds'
+             WHERE tenant_id = $1",
+            &[&tenant.0],
+        )
+        .await
+        .expect("the expiry moves");
+
+    let mut stream = gateway
+        .anonymous()
+        .stream(&format!("/link/{token}/events"), None)
+        .await
+        .unwrap_or_else(|a| panic!("a stream: {} {}", a.status, a.body));
+    let opened = stream.next(WAIT).await.expect("the state first");
+    let after_expiry = stream.next(WAIT).await;
+
+    assert_eq!(opened.event, "state");
+    assert!(
+        after_expiry.is_none(),
+        "the stream ends with its link: {after_expiry:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_used_link_still_follows_its_devices_events_until_it_expires() {
     let gateway = Gateway::start().await;
     let (tenant, api) = gateway.tenant_with_id("acme").await;

@@ -327,13 +327,19 @@ impl Cluster {
             match cluster.try_lock()? {
                 Some(lock) => break lock,
                 None if sharing == Sharing::Refuse => {
-                    return Err(match cluster.postmaster() {
-                        Some(pid) => ClusterError::AlreadyRunning {
+                    if let Some(pid) = cluster.postmaster() {
+                        return Err(ClusterError::AlreadyRunning {
                             dir: cluster.data_dir.clone(),
                             pid,
-                        },
-                        None => ClusterError::StillStarting(cluster.data_dir.clone()),
-                    });
+                        });
+                    }
+                    // No server: another wagate is starting one, or the lock's holder is going
+                    // (a dead wagate's watchdog still exiting, or a child of this process
+                    // between its fork and its exec); either settles within the patience.
+                    if Instant::now() > deadline {
+                        return Err(ClusterError::StillStarting(cluster.data_dir.clone()));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
                 None => {
                     if let Some(socket_dir) = cluster.serving_socket_dir() {
