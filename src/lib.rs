@@ -16,8 +16,9 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use wagate_core::cluster::{Cluster, ClusterError, ClusterOptions};
-use wagate_core::engine::{DeviceManager, EngineConfig, WhatsAppEndpoint};
+use wagate_core::engine::{DeviceManager, EngineConfig, NodeConfig, WhatsAppEndpoint};
 use wagate_core::events::EventBus;
+use wagate_core::events::relay::EventRelay;
 use wagate_core::metrics::Metrics;
 use wagate_core::plugins::{PluginError, PluginHost, PluginSpec};
 use wagate_core::store::{Store, StoreError};
@@ -77,6 +78,12 @@ pub struct Config {
     /// Whether the metrics count devices per tenant too (`--metrics-per-tenant`): tenant ids
     /// become labels only by this opt-in.
     pub metrics_per_tenant: bool,
+    /// How this process takes part in a cluster of nodes on the same database: its internal
+    /// address, heartbeat and lease expiry. A node alone behaves as a single gateway.
+    pub node: NodeConfig,
+    /// The secret nodes authenticate forwarded requests with (`WAGATE_CLUSTER_SECRET`);
+    /// without it this node neither forwards nor accepts forwarded requests.
+    pub cluster_secret: Option<String>,
     /// Sandbox builds: the base URL of the sandbox's control API, served under `/sandbox/…`.
     #[cfg(feature = "sandbox")]
     pub sandbox_control: String,
@@ -128,6 +135,7 @@ pub struct Running {
     server: AbortOnDrop<std::io::Result<()>>,
     stop_serving: Option<oneshot::Sender<()>>,
     restoring: AbortOnDrop<()>,
+    relay: EventRelay,
     dispatcher: Dispatcher,
     plugins: PluginHost,
     cluster: Option<Cluster>,
@@ -159,6 +167,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         whatsapp,
         metrics_listen,
         metrics_per_tenant,
+        mut node,
+        cluster_secret,
         #[cfg(feature = "sandbox")]
         sandbox_control,
     } = config;
@@ -203,7 +213,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let bus = EventBus::new();
     plugins.start(&bus);
     let public_base = PublicBase::new(public_url.as_deref(), local);
-    let manager = Arc::new(DeviceManager::new(
+    // Without an address of its own, a node listening on one interface is reached there.
+    if node.address.is_none() && !listen.ip().is_unspecified() {
+        node.address = Some(format!("http://{local}"));
+    }
+    let link = store
+        .register_node(node.address.as_deref(), public_base.url())
+        .await?;
+    tracing::info!(node = link.id(), address = ?node.address, "joined the cluster of nodes on this database");
+    let manager = DeviceManager::new(
         store.clone(),
         bus,
         EngineConfig {
@@ -212,9 +230,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             push_name: EngineConfig::PUSH_NAME.to_string(),
             qr_links: Arc::new(public_base.clone()),
             metrics: metrics.clone(),
+            node,
         },
         http,
-    ));
+        link,
+        public_base.url().to_string(),
+    );
+    // A tenant's streams span the devices of every node.
+    let relay = EventRelay::start(
+        store.clone(),
+        manager.events().clone(),
+        Arc::new({
+            let manager = Arc::clone(&manager);
+            move |tenant, device: &str| manager.runs_here(tenant, device)
+        }),
+    );
     // Linked devices come back by themselves; the API serves while they reconnect, and
     // `/ready` says 503 until they have. A restore fails only before it starts any device (the
     // database did not answer), so it is tried again until it succeeds.
@@ -245,6 +275,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: metrics.clone(),
         metrics_on_api: metrics_acceptor.is_none(),
         dispatcher: dispatcher.probe(),
+        cluster_secret,
     };
     let metrics_server = metrics_acceptor.map(|acceptor| {
         let scrape = wagate_openapi::metrics_endpoint(
@@ -279,6 +310,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         server,
         stop_serving: Some(stop_serving),
         restoring,
+        relay,
         dispatcher,
         plugins,
         cluster,
@@ -362,11 +394,15 @@ impl Running {
         }
     }
 
-    /// Shuts down in order: requests get [`REQUEST_GRACE`] to finish, the engine stops its
-    /// clients (nothing is logged out), webhook delivery hands its claims back once the engine's
-    /// last events are in the outbox, plugins get [`PLUGIN_GRACE`], and the embedded cluster
-    /// stops last.
+    /// Shuts down in order: the node hands its devices to the other nodes (each stopped here,
+    /// then connected there; requests are forwarded to their new owners meanwhile), requests
+    /// get [`REQUEST_GRACE`] to finish, the engine stops what is left (nothing is logged out)
+    /// and the node leaves the cluster, webhook delivery hands its claims back once the
+    /// engine's last events are in the outbox, plugins get [`PLUGIN_GRACE`], and the embedded
+    /// cluster stops last.
     pub async fn stop(mut self) -> Result<(), ClusterError> {
+        self.restoring.0.abort();
+        self.manager.hand_over().await;
         if let Some(stop) = self.stop_serving.take() {
             let _ = stop.send(());
         }
@@ -376,14 +412,16 @@ impl Running {
             let _ = stop.send(());
             let _ = (&mut task.0).await;
         }
-        self.restoring.0.abort();
         self.manager.shutdown().await;
+        self.manager.leave().await;
         let Running {
+            relay,
             dispatcher,
             plugins,
             cluster,
             ..
         } = self;
+        drop(relay);
         dispatcher.shutdown().await;
         plugins.shutdown(PLUGIN_GRACE).await;
         if let Some(cluster) = cluster {

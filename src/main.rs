@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use wagate::{Config, Database};
 use wagate_core::cluster::{Cluster, ClusterOptions};
-use wagate_core::engine::WhatsAppEndpoint;
+use wagate_core::engine::{NodeConfig, WhatsAppEndpoint};
 use wagate_core::plugins::PluginSpec;
 use wagate_core::store::Store;
 use wagate_core::webhooks::{RetrySchedule, WebhookConfig};
@@ -141,9 +141,67 @@ struct ServeArgs {
     /// Count devices per tenant in the metrics too (`wagate_tenant_devices{tenant_id,state}`).
     #[arg(long, env = "WAGATE_METRICS_PER_TENANT")]
     metrics_per_tenant: bool,
+    #[command(flatten)]
+    node: NodeArgs,
     #[cfg(feature = "sandbox")]
     #[command(flatten)]
     sandbox: SandboxArgs,
+}
+
+/// Running several nodes on one database.
+#[derive(Args)]
+struct NodeArgs {
+    /// Where the other nodes reach this one, e.g. http://10.0.0.5:3000; the listen address when
+    /// it names one interface. Every node of a cluster needs one.
+    #[arg(long, env = "WAGATE_NODE_ADDRESS")]
+    node_address: Option<String>,
+    /// The secret nodes authenticate the requests they forward to each other with; the same on
+    /// every node. Without it a node neither forwards nor accepts forwarded requests.
+    #[arg(
+        long = "cluster-secret",
+        env = "WAGATE_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    cluster_secret: Option<String>,
+    /// Seconds between a node's heartbeats, which renew the leases of its devices.
+    #[arg(long, env = "WAGATE_NODE_HEARTBEAT", default_value_t = 5)]
+    node_heartbeat: u64,
+    /// Seconds a device's lease lasts without renewal: how long a paused or cut-off node's
+    /// devices wait before the others take them (a dead process's are taken at once).
+    #[arg(long, env = "WAGATE_LEASE_EXPIRY", default_value_t = 15)]
+    lease_expiry: u64,
+}
+
+impl NodeArgs {
+    fn config(&self) -> anyhow::Result<NodeConfig> {
+        if self.node_heartbeat == 0 || self.lease_expiry < 2 * self.node_heartbeat {
+            bail!(
+                "WAGATE_LEASE_EXPIRY ({} s) must be at least twice WAGATE_NODE_HEARTBEAT ({} s), which must be at least 1 s: a lease must survive one late heartbeat",
+                self.lease_expiry,
+                self.node_heartbeat
+            );
+        }
+        if let Some(address) = &self.node_address {
+            let parsed = reqwest::Url::parse(address)
+                .with_context(|| format!("WAGATE_NODE_ADDRESS {address}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                bail!(
+                    "WAGATE_NODE_ADDRESS {address} must be an http(s) URL with a host, e.g. http://10.0.0.5:3000"
+                );
+            }
+        }
+        if self.cluster_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            bail!("WAGATE_CLUSTER_SECRET must be at least 16 characters");
+        }
+        Ok(NodeConfig {
+            address: self
+                .node_address
+                .as_deref()
+                .map(|a| a.trim_end_matches('/').to_string()),
+            heartbeat: Duration::from_secs(self.node_heartbeat),
+            lease_expiry: Duration::from_secs(self.lease_expiry),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -311,6 +369,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .unwrap_or_default();
     let admin = admin_credential(args.admin_auth.as_deref(), Some(&default_tenant))?;
     let webhooks = args.webhooks.config()?;
+    let node = args.node.config()?;
     let mut plugins = args
         .plugins
         .as_deref()
@@ -342,6 +401,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         whatsapp,
         metrics_listen: args.metrics_listen,
         metrics_per_tenant: args.metrics_per_tenant,
+        node,
+        cluster_secret: args.node.cluster_secret.clone(),
         #[cfg(feature = "sandbox")]
         sandbox_control,
     })

@@ -5,6 +5,7 @@
 //! form ([`wire::WireEvent`]), and the bus carries that recorded form to every consumer.
 
 pub mod recorded;
+pub mod relay;
 pub mod stream;
 pub mod wire;
 

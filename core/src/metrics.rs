@@ -7,7 +7,8 @@
 //! - Label sets are bounded and carry no secret: states, methods, reasons and outcomes are
 //!   fixed sets; routes are the spec's path templates; endpoints and plugins are bounded by the
 //!   ones that exist; tenant ids appear only behind the operator's opt-in
-//!   (`--metrics-per-tenant`).
+//!   (`--metrics-per-tenant`). Every series also carries `node`, this node's id in the
+//!   cluster.
 //! - Recording is an atomic add (a read lock on a family's label map at most); nothing on a
 //!   request's or a session's path waits for a scrape. A scrape's database look-ups run before
 //!   anything is encoded, each within [`SCRAPE_QUERY_TIMEOUT`].
@@ -255,6 +256,9 @@ pub struct ScrapeSources<'a> {
 /// What a scrape read at its start; a look-up that failed or timed out is `None`, and its
 /// families are left out of that scrape.
 struct Snapshot {
+    /// This node's id: every series carries it as `node`, so the nodes of a cluster that a
+    /// Prometheus scrapes side by side stay apart.
+    node: i32,
     devices: Option<Vec<(DeviceState, i64)>>,
     tenant_devices: Option<Vec<(String, DeviceState, i64)>>,
     pending: Option<Vec<PendingDeliveries>>,
@@ -465,6 +469,7 @@ impl Metrics {
             Some(totals.into_values().collect())
         });
         Snapshot {
+            node: sources.manager.node_id(),
             devices,
             tenant_devices: tenant_devices.map(|rows| {
                 rows.into_iter()
@@ -483,7 +488,11 @@ impl Metrics {
     /// gone endpoint or tenant leaves no stale series behind.
     fn registry(&self, snapshot: &Snapshot) -> Registry {
         let r = &self.recorded;
-        let mut reg = Registry::default();
+        let node = (
+            std::borrow::Cow::Borrowed("node"),
+            std::borrow::Cow::Owned(snapshot.node.to_string()),
+        );
+        let mut reg = Registry::with_labels(std::iter::once(node));
 
         let build: Family<VersionLabel, Gauge> = Family::default();
         build

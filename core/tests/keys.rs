@@ -40,7 +40,7 @@ async fn new_backend(store: &Store) -> PgBackend {
         .expect("device created");
     store
         .tenant(tenant.id)
-        .key_store(&id)
+        .key_store(&id, None)
         .await
         .expect("key store looked up")
         .expect("the device exists")
@@ -1177,7 +1177,7 @@ mod isolation {
         assert!(
             store
                 .tenant(tenant.id)
-                .key_store(&device_id("ghost"))
+                .key_store(&device_id("ghost"), None)
                 .await
                 .unwrap()
                 .is_none()
@@ -1257,7 +1257,7 @@ mod isolation {
         add_device(&store, tenant.id, &id).await;
         let b = store
             .tenant(tenant.id)
-            .key_store(&id)
+            .key_store(&id, None)
             .await
             .unwrap()
             .unwrap();
@@ -1282,6 +1282,7 @@ mod isolation {
             state: Some(DeviceState::Disconnected),
             link: Link::End,
             only_from: None,
+            fence: None,
         };
         store
             .tenant(tenant)
@@ -1298,13 +1299,13 @@ mod isolation {
         add_device(&store, tenant.id, &two).await;
         let a = store
             .tenant(tenant.id)
-            .key_store(&one)
+            .key_store(&one, None)
             .await
             .unwrap()
             .unwrap();
         let b = store
             .tenant(tenant.id)
-            .key_store(&two)
+            .key_store(&two, None)
             .await
             .unwrap()
             .unwrap();
@@ -1358,6 +1359,28 @@ mod isolation {
             rows["wa_identities"], 1,
             "only the write before close: {rows:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_backend_whose_lease_was_taken_over_writes_nothing() {
+        let (store, url) = store_and_url().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("phone-1");
+        let scoped = store.tenant(tenant.id);
+        scoped.create_device(&id, None).await.unwrap();
+        let node = store.register_node(None, "http://one").await.unwrap();
+        let expiry = std::time::Duration::from_secs(15);
+        let epoch = scoped.acquire_lease(node.id(), &id, expiry).await.unwrap();
+        let b = scoped.key_store(&id, epoch).await.unwrap().unwrap();
+        b.put_identity("a@s.whatsapp.net", [1; 32]).await.unwrap();
+
+        // Another acquisition, as a node taking the device over makes.
+        scoped.acquire_lease(node.id(), &id, expiry).await.unwrap();
+        let late = b.put_identity("b@s.whatsapp.net", [2; 32]).await;
+
+        assert!(late.is_err(), "a write under the old epoch is refused");
+        let rows = rows_by_table(&url, b.device_internal_id()).await;
+        assert_eq!(rows["wa_identities"], 1, "only the write before: {rows:?}");
     }
 
     #[tokio::test]

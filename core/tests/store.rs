@@ -71,7 +71,8 @@ mod migrations {
                 (3, "webhooks".to_string()),
                 (4, "passkey_state".to_string()),
                 (5, "event_replay".to_string()),
-                (6, "link_tokens".to_string())
+                (6, "link_tokens".to_string()),
+                (7, "nodes".to_string())
             ]
         );
     }
@@ -81,7 +82,7 @@ mod migrations {
         let url = support::fresh_database_url().await;
         Store::connect(&url).await.unwrap();
         let store = Store::connect(&url).await.unwrap();
-        assert_eq!(applied(&url).await.len(), 6);
+        assert_eq!(applied(&url).await.len(), 7);
         support::tenant(&store).await;
     }
 
@@ -96,7 +97,7 @@ mod migrations {
         for result in connects.join_all().await {
             result.unwrap();
         }
-        assert_eq!(applied(&url).await.len(), 6);
+        assert_eq!(applied(&url).await.len(), 7);
     }
 }
 
@@ -254,7 +255,7 @@ mod devices {
     use super::*;
     use wagate_core::domain::{DeviceId, TenantId};
     use wagate_core::events::{EngineEventKind, NewEvent};
-    use wagate_core::store::{DeviceChange, Link, NewEndpoint};
+    use wagate_core::store::{DeviceChange, Link, NewEndpoint, OrphanedDevice};
     use whatsapp_rust::wacore::store::traits::{DeviceStore as _, SignalStore as _};
 
     /// Records `change` on the tenant's device, with no event.
@@ -440,7 +441,12 @@ mod devices {
     /// Writes a few key rows for the device (an identity, a session, a pre-key, the device
     /// blob), as a login does.
     async fn write_keys(store: &Store, tenant: TenantId, id: &DeviceId) -> i64 {
-        let keys = store.tenant(tenant).key_store(id).await.unwrap().unwrap();
+        let keys = store
+            .tenant(tenant)
+            .key_store(id, None)
+            .await
+            .unwrap()
+            .unwrap();
         keys.put_identity("111@s.whatsapp.net", [1; 32])
             .await
             .unwrap();
@@ -516,6 +522,7 @@ mod devices {
             state: Some(DeviceState::Disconnected),
             link: Link::End,
             only_from,
+            fence: None,
         }
     }
 
@@ -677,42 +684,31 @@ mod devices {
         }
     }
 
-    #[tokio::test]
-    async fn linked_devices_are_found_across_tenants() {
-        let store = store().await;
-        let (a, b) = (tenant(&store).await, tenant(&store).await);
-        for (tenant, id, link) in [
-            (&a, "a-in", Link::Set("1@s.whatsapp.net")),
-            (&a, "a-out", Link::Keep),
-            (&b, "b-in", Link::Set("2@s.whatsapp.net")),
-        ] {
-            let id = device_id(id);
-            add_device(&store, tenant.id, &id).await;
-            let linked = DeviceChange {
-                link,
-                ..DeviceChange::default()
-            };
-            change(&store, tenant.id, &id, linked).await.unwrap();
-        }
-        let mut found = store.linked_devices().await.unwrap();
-        found.sort();
-        let mut expected = vec![(a.id, device_id("a-in")), (b.id, device_id("b-in"))];
-        expected.sort();
-        assert_eq!(found, expected);
+    /// The (tenant, device) pairs of `orphans`, sorted.
+    fn pairs(orphans: Vec<OrphanedDevice>) -> Vec<(TenantId, DeviceId)> {
+        let mut pairs: Vec<_> = orphans.into_iter().map(|o| (o.tenant, o.device)).collect();
+        pairs.sort_by(|x, y| x.1.cmp(&y.1));
+        pairs
     }
 
     #[tokio::test]
-    async fn unlinked_devices_left_connecting_are_interrupted_logins() {
+    async fn devices_without_a_live_owner_are_the_linked_ones_and_the_logins_left_pending() {
         let store = store().await;
         let (a, b) = (tenant(&store).await, tenant(&store).await);
         for (tenant, id, state, link) in [
+            (
+                &a,
+                "a-in",
+                DeviceState::LoggedIn,
+                Link::Set("1@s.whatsapp.net"),
+            ),
             (&a, "pairing", DeviceState::Connected, Link::Keep),
             (&a, "idle", DeviceState::Disconnected, Link::Keep),
             (
                 &b,
-                "reconnecting",
-                DeviceState::Connecting,
-                Link::Set("1@s.whatsapp.net"),
+                "b-in",
+                DeviceState::LoggedIn,
+                Link::Set("2@s.whatsapp.net"),
             ),
             (&b, "dialling", DeviceState::Connecting, Link::Keep),
         ] {
@@ -725,14 +721,165 @@ mod devices {
             };
             change(&store, tenant.id, &id, left).await.unwrap();
         }
-        let mut found = store.interrupted_logins().await.unwrap();
-        found.sort_by(|x, y| x.1.cmp(&y.1));
+        let found = pairs(store.orphaned_devices(EXPIRY).await.unwrap());
         let mut expected = vec![
-            (a.id, device_id("pairing"), DeviceState::Connected),
-            (b.id, device_id("dialling"), DeviceState::Connecting),
+            (a.id, device_id("a-in")),
+            (a.id, device_id("pairing")),
+            (b.id, device_id("b-in")),
+            (b.id, device_id("dialling")),
         ];
         expected.sort_by(|x, y| x.1.cmp(&y.1));
         assert_eq!(found, expected);
+    }
+
+    /// How long leases last in these tests.
+    const EXPIRY: Duration = Duration::from_secs(15);
+
+    /// A linked device of a new tenant.
+    async fn linked_device(store: &Store) -> (TenantId, DeviceId) {
+        let tenant = tenant(store).await;
+        let id = device_id("leased");
+        add_device(store, tenant.id, &id).await;
+        let linked = DeviceChange {
+            state: Some(DeviceState::LoggedIn),
+            link: Link::Set("1@s.whatsapp.net"),
+            ..DeviceChange::default()
+        };
+        change(store, tenant.id, &id, linked).await.unwrap();
+        (tenant.id, id)
+    }
+
+    #[tokio::test]
+    async fn a_live_nodes_lease_is_not_taken_and_a_dead_ones_is_at_once_under_a_new_epoch() {
+        let store = store().await;
+        let (tenant, id) = linked_device(&store).await;
+        let first = store.register_node(None, "http://one").await.unwrap();
+        let second = store.register_node(None, "http://two").await.unwrap();
+        let scoped = store.tenant(tenant);
+        let epoch = scoped
+            .acquire_lease(first.id(), &id, EXPIRY)
+            .await
+            .unwrap()
+            .expect("a free lease");
+        assert_eq!(
+            scoped
+                .acquire_lease(second.id(), &id, EXPIRY)
+                .await
+                .unwrap(),
+            None,
+            "held by a live node"
+        );
+        assert!(store.orphaned_devices(EXPIRY).await.unwrap().is_empty());
+
+        // Its connection, and with it its lock, goes with the process.
+        drop(first);
+        let taken = eventually_some(|| async {
+            scoped
+                .acquire_lease(second.id(), &id, EXPIRY)
+                .await
+                .unwrap()
+        })
+        .await;
+        assert!(
+            taken.epoch > epoch.epoch,
+            "a takeover raises the epoch: {epoch:?} → {taken:?}"
+        );
+        let holder = scoped.lease(&id).await.unwrap().expect("the device");
+        assert_eq!(holder.node, Some(second.id()));
+    }
+
+    #[tokio::test]
+    async fn a_write_under_a_lost_lease_records_nothing() {
+        let store = store().await;
+        let (tenant, id) = linked_device(&store).await;
+        let node = store.register_node(None, "http://one").await.unwrap();
+        let scoped = store.tenant(tenant);
+        let old = scoped
+            .acquire_lease(node.id(), &id, EXPIRY)
+            .await
+            .unwrap()
+            .unwrap();
+        let new = scoped
+            .acquire_lease(node.id(), &id, EXPIRY)
+            .await
+            .unwrap()
+            .unwrap();
+        let stale = DeviceChange {
+            state: Some(DeviceState::Disconnected),
+            fence: Some(old),
+            ..DeviceChange::default()
+        };
+        let refused = scoped
+            .record_events(&id, stale, vec![dropped_event()])
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::LeaseLost { .. }), "{refused}");
+        let device = scoped.find_device(&id).await.unwrap().unwrap();
+        assert_eq!(device.state, DeviceState::LoggedIn, "nothing was written");
+        let current = DeviceChange {
+            state: Some(DeviceState::Disconnected),
+            fence: Some(new),
+            ..DeviceChange::default()
+        };
+        scoped
+            .record_events(&id, current, vec![dropped_event()])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn released_leases_are_free_and_a_node_sees_the_others_alive() {
+        let store = store().await;
+        let (tenant, id) = linked_device(&store).await;
+        let node = store
+            .register_node(Some("http://10.0.0.5:3000"), "http://one")
+            .await
+            .unwrap();
+        let epoch = store
+            .tenant(tenant)
+            .acquire_lease(node.id(), &id, EXPIRY)
+            .await
+            .unwrap()
+            .unwrap();
+        let held = node.heartbeat(EXPIRY).await.unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].lease, epoch);
+        let nodes = store.nodes(EXPIRY).await.unwrap();
+        let me = nodes
+            .iter()
+            .find(|n| n.id == node.id())
+            .expect("registered");
+        assert!(me.alive && !me.draining);
+        assert_eq!(me.devices, 1);
+        assert_eq!(me.address.as_deref(), Some("http://10.0.0.5:3000"));
+
+        store.release_devices(node.id(), &held).await.unwrap();
+        assert_eq!(
+            pairs(store.orphaned_devices(EXPIRY).await.unwrap()),
+            vec![(tenant, id)]
+        );
+        assert!(node.heartbeat(EXPIRY).await.unwrap().is_empty());
+    }
+
+    /// A state change to `disconnected`, as the engine records one.
+    fn dropped_event() -> NewEvent {
+        NewEvent::from_kind(&EngineEventKind::StateChanged {
+            from: DeviceState::LoggedIn,
+            to: DeviceState::Disconnected,
+        })
+    }
+
+    /// Polls `probe` every 20 ms for up to 10 s until it finds something.
+    async fn eventually_some<T, F: std::future::Future<Output = Option<T>>>(
+        mut probe: impl FnMut() -> F,
+    ) -> T {
+        for _ in 0..500 {
+            if let Some(found) = probe().await {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("nothing found within 10 s")
     }
 
     #[tokio::test]
@@ -1533,6 +1680,7 @@ mod link_tokens {
             state: Some(DeviceState::LoggedIn),
             link: Link::Set("628912344551:3@s.whatsapp.net"),
             only_from: None,
+            fence: None,
         };
         scoped.record_events(&id, login, Vec::new()).await.unwrap();
         let used = store.link_token(&token).await.unwrap().expect("kept");

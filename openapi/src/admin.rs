@@ -85,7 +85,7 @@ impl fmt::Debug for AdminCredential {
 #[oai(rename = "adminAuth", ty = "basic", checker = "operator")]
 pub struct AdminAuth(pub String);
 
-async fn operator(req: &Request, basic: Basic) -> poem::Result<String> {
+pub(crate) async fn operator(req: &Request, basic: Basic) -> poem::Result<String> {
     let state = req
         .data::<Arc<ApiState>>()
         .ok_or_else(|| poem::Error::from(ApiError::internal("api state missing from request")))?;

@@ -186,6 +186,12 @@ pub(crate) const NO_DEVICE: (u16, &str) = (
     404,
     "`DEVICE_NOT_FOUND`: no device with this id in your tenant; create it with `POST /devices`.",
 );
+/// The device is moving between nodes, or its node cannot be reached (`crate::forward`).
+pub(crate) const MOVING: (u16, &str) = (
+    503,
+    "`DEVICE_MOVING`: the device is moving between gateway nodes (one joined, stops or restarts) \
+     or its node cannot be reached; retry after `Retry-After` seconds.",
+);
 /// A pending login lost a race with a logout, reconnect or deletion.
 pub(crate) const CANCELLED: (u16, &str) = (
     409,
@@ -215,15 +221,15 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
     },
     OperationErrors {
         operation: "getDevice",
-        answers: &[&[BAD_DEVICE_ID, NO_DEVICE]],
+        answers: &[&[BAD_DEVICE_ID, NO_DEVICE, MOVING]],
     },
     OperationErrors {
         operation: "deleteDevice",
-        answers: &[&[BAD_DEVICE_ID, NO_DEVICE]],
+        answers: &[&[BAD_DEVICE_ID, NO_DEVICE, MOVING]],
     },
     OperationErrors {
         operation: "logoutDevice",
-        answers: &[&[BAD_DEVICE_ID, NO_DEVICE, CANCELLED]],
+        answers: &[&[BAD_DEVICE_ID, NO_DEVICE, CANCELLED, MOVING]],
     },
     OperationErrors {
         operation: "reconnectDevice",
@@ -235,11 +241,12 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
                 502,
                 "`WHATSAPP_REFUSED`: WhatsApp refused the device's connection.",
             ),
+            MOVING,
         ]],
     },
     OperationErrors {
         operation: "getDeviceStatus",
-        answers: &[&[BAD_DEVICE_ID, NO_DEVICE]],
+        answers: &[&[BAD_DEVICE_ID, NO_DEVICE, MOVING]],
     },
 ];
 

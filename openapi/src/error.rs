@@ -11,7 +11,7 @@ use crate::readiness::{RestoreField, RestoreProgress};
 use crate::routes::Routes;
 
 /// An error answer.
-#[derive(Debug, ApiResponse)]
+#[derive(Debug, Clone, ApiResponse)]
 pub enum ApiError {
     /// The request is malformed: a bad phone number, device id or body.
     #[oai(status = 400)]
@@ -51,9 +51,13 @@ pub enum ApiError {
     /// WhatsApp refused the request.
     #[oai(status = 502)]
     BadGateway(Json<ErrorEnvelope>),
-    /// The gateway cannot take traffic yet (`GET /ready` only).
+    /// The gateway cannot take traffic yet (`GET /ready`), or the device is moving between
+    /// nodes: retry after `Retry-After` seconds.
     #[oai(status = 503)]
-    ServiceUnavailable(Json<ErrorEnvelope>),
+    ServiceUnavailable(
+        Json<ErrorEnvelope>,
+        #[oai(header = "Retry-After")] Option<u64>,
+    ),
     /// WhatsApp did not answer in time.
     #[oai(status = 504)]
     GatewayTimeout(Json<ErrorEnvelope>),
@@ -116,6 +120,9 @@ pub enum ErrorCode {
     /// ready (database, migrations, webhook delivery, the start-up restore) and `restore`
     /// carries the restore's progress (503).
     NotReady,
+    /// The device is moving between gateway nodes (one joined, left or restarts) or its node
+    /// cannot be reached; retry after `Retry-After` seconds (503).
+    DeviceMoving,
     /// WhatsApp did not answer within the login timeout (504).
     GatewayTimeout,
 }
@@ -148,6 +155,14 @@ impl ApiError {
                 ErrorCode::AuthenticationError,
                 "missing or wrong credentials: send HTTP Basic auth with a wagate credential",
             ),
+            BASIC_CHALLENGE.to_string(),
+        )
+    }
+
+    /// 401 `AUTHENTICATION_ERROR` saying `message`: what to send instead.
+    pub fn unauthorized_because(message: impl Into<String>) -> Self {
+        Self::Unauthorized(
+            body(ErrorCode::AuthenticationError, message),
             BASIC_CHALLENGE.to_string(),
         )
     }
@@ -218,7 +233,13 @@ impl ApiError {
     pub fn not_ready(message: impl Into<String>, restore: RestoreProgress) -> Self {
         let mut envelope = body(ErrorCode::NotReady, message);
         envelope.0.restore = Some(RestoreField(restore));
-        Self::ServiceUnavailable(envelope)
+        Self::ServiceUnavailable(envelope, None)
+    }
+
+    /// 503 `DEVICE_MOVING`: the device's node is changing or cannot be reached; retry in a
+    /// second.
+    pub fn device_moving(message: impl Into<String>) -> Self {
+        Self::ServiceUnavailable(body(ErrorCode::DeviceMoving, message), Some(1))
     }
 
     /// 500 `INTERNAL_SERVER_ERROR`; the detail goes to the log, not to the caller.
@@ -244,7 +265,7 @@ impl ApiError {
             Self::TooManyRequests(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            Self::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ServiceUnavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -290,6 +311,7 @@ impl From<LoginError> for ApiError {
                 Self::BadGateway(body(ErrorCode::WhatsappRefused, message))
             }
             LoginError::Cancelled(_) => Self::Conflict(body(ErrorCode::LoginCancelled, message)),
+            LoginError::OwnedElsewhere(_) => Self::device_moving(message),
             LoginError::PasskeyRequired {
                 request_options, ..
             } => {

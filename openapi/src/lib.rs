@@ -7,11 +7,13 @@
 mod admin;
 mod auth;
 mod body;
+mod cluster;
 mod device_path;
 mod devices;
 mod envelope;
 mod error;
 mod events;
+mod forward;
 mod http_metrics;
 mod link_page;
 mod link_tokens;
@@ -72,6 +74,9 @@ pub struct ApiState {
     pub metrics_on_api: bool,
     /// Whether webhook delivery runs, for `GET /ready`.
     pub dispatcher: DispatcherProbe,
+    /// The secret nodes authenticate forwarded requests with (`WAGATE_CLUSTER_SECRET`); this
+    /// node neither forwards nor accepts forwarded requests without it.
+    pub cluster_secret: Option<String>,
 }
 
 /// Groups of operations in the spec.
@@ -90,6 +95,8 @@ pub enum ApiTags {
     /// Tenants and their credentials, for the operator: its own credential
     /// (`WAGATE_ADMIN_AUTH`), off without it.
     Admin,
+    /// The nodes serving the gateway from one database, for the operator.
+    Cluster,
 }
 
 type Apis = (
@@ -102,10 +109,11 @@ type Apis = (
     streams::StreamsApi,
     link_tokens::LinkTokensApi,
     link_page::LinkPageApi,
+    cluster::ClusterApi,
 );
 
 /// The error answers of every operation, module by module.
-const ERRORS: [&[spec::OperationErrors]; 9] = [
+const ERRORS: [&[spec::OperationErrors]; 10] = [
     devices::ERRORS,
     login::ERRORS,
     webhooks::ERRORS,
@@ -115,6 +123,7 @@ const ERRORS: [&[spec::OperationErrors]; 9] = [
     streams::ERRORS,
     link_tokens::ERRORS,
     link_page::ERRORS,
+    cluster::ERRORS,
 ];
 
 fn apis() -> Apis {
@@ -128,6 +137,7 @@ fn apis() -> Apis {
         streams::StreamsApi,
         link_tokens::LinkTokensApi,
         link_page::LinkPageApi,
+        cluster::ClusterApi,
     )
 }
 
@@ -205,8 +215,8 @@ fn sandbox_service(
             http: reqwest::Client::new(),
         },
     ));
-    let [d, l, w, p, s, a, t, k, g] = ERRORS;
-    let published = Published::of(&api, &[d, l, w, p, s, a, t, k, g, sandbox::ERRORS]);
+    let [d, l, w, p, s, a, t, k, g, c] = ERRORS;
+    let published = Published::of(&api, &[d, l, w, p, s, a, t, k, g, c, sandbox::ERRORS]);
     (api, published)
 }
 
@@ -230,6 +240,8 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
         routes,
     } = published;
     let routes = Arc::new(routes);
+    let state = Arc::new(state);
+    let forwarder = Arc::new(forward::Forwarder::new(Arc::clone(&state)));
     let admin_on = state.admin.is_some();
     let metrics = state.metrics.clone();
     let named = Arc::clone(&routes);
@@ -262,6 +274,12 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
                     .body(yaml.clone())
             }),
         )
+        // Inside the body's limit and the span and metrics: a forwarded request is read once
+        // here, and counted and logged once on each node it passes.
+        .around(move |endpoint, req| {
+            let forwarder = Arc::clone(&forwarder);
+            async move { forwarder.answer(endpoint, req).await }
+        })
         .around(move |endpoint, mut req| {
             let routes = Arc::clone(&routes);
             async move {
@@ -289,7 +307,7 @@ fn serve<T: poem_openapi::OpenApi + 'static>(
                 })
             }
         })
-        .data(Arc::new(state))
+        .data(state)
         .data(Arc::new(throttle::AuthThrottle::default()))
         .around(request_span::in_span)
         // Outermost, so every answer counts, the ones refused before routing included.

@@ -368,6 +368,7 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
                     "`LINK_EXPIRED`: the link expired or was revoked; ask whoever sent it for a \
                      new one. A used link still follows its device until it expires.",
                 ),
+                crate::devices::MOVING,
             ],
         ],
     },

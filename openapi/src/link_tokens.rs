@@ -17,7 +17,7 @@ use wagate_core::engine::LoginError;
 
 use crate::auth::TenantAuth;
 use crate::device_path::DevicePath;
-use crate::devices::{NO_DEVICE, example_time};
+use crate::devices::{MOVING, NO_DEVICE, example_time};
 use crate::envelope::{ErrorEnvelope, envelope};
 use crate::error::ErrorCode;
 use crate::spec::OperationErrors;
@@ -167,6 +167,7 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
                  out before sending a link to link another account.",
             ),
             NO_DEVICE,
+            MOVING,
         ]],
     },
     OperationErrors {
@@ -174,6 +175,7 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
         answers: &[&[
             (400, "`VALIDATION_ERROR`: the device id is malformed."),
             NO_DEVICE,
+            MOVING,
         ]],
     },
 ];

@@ -14,7 +14,7 @@ use wagate_core::engine::{PairCodeLogin, QrLogin};
 
 use crate::auth::TenantAuth;
 use crate::device_path::DevicePath;
-use crate::devices::{CANCELLED, DeviceStateName, NO_DEVICE};
+use crate::devices::{CANCELLED, DeviceStateName, MOVING, NO_DEVICE};
 use crate::envelope::envelope;
 use crate::spec::OperationErrors;
 use crate::{ApiError, ApiState, ApiTags};
@@ -104,7 +104,7 @@ envelope!(
 
 /// What can go wrong with a login of a device that exists, besides a bad phone number; the
 /// link page's logins (`crate::link_page`) answer them too.
-pub(crate) const LOGIN_OUTCOMES: [(u16, &str); 5] = [
+pub(crate) const LOGIN_OUTCOMES: [(u16, &str); 6] = [
     CANCELLED,
     (
         409,
@@ -125,6 +125,7 @@ pub(crate) const LOGIN_OUTCOMES: [(u16, &str); 5] = [
         "`GATEWAY_TIMEOUT`: WhatsApp did not answer within the login timeout; the device is \
          back to `disconnected`, call again.",
     ),
+    MOVING,
 ];
 
 /// The error answers of the login operations (the spec's; see `crate::spec`).
@@ -175,6 +176,7 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
                  (`login_failed`, `passkey_failed`) and the device is `disconnected`: start a \
                  new login.",
             ),
+            MOVING,
         ]],
     },
 ];

@@ -11,7 +11,7 @@ use poem_openapi::{Object, OpenApi, Tags};
 
 use crate::auth::TenantAuth;
 use crate::device_path::DevicePath;
-use crate::devices::find_device;
+use crate::devices::{MOVING, find_device};
 use crate::envelope::envelope;
 use crate::spec::OperationErrors;
 use crate::{ApiError, ApiState, ErrorCode};
@@ -67,15 +67,15 @@ const PHONE_ERRORS: [(u16, &str); 2] = [
 pub(crate) const ERRORS: &[OperationErrors] = &[
     OperationErrors {
         operation: "sandboxScanQr",
-        answers: &[&PHONE_ERRORS],
+        answers: &[&PHONE_ERRORS, &[MOVING]],
     },
     OperationErrors {
         operation: "sandboxEnterPairCode",
-        answers: &[&PHONE_ERRORS],
+        answers: &[&PHONE_ERRORS, &[MOVING]],
     },
     OperationErrors {
         operation: "sandboxUnlink",
-        answers: &[&PHONE_ERRORS],
+        answers: &[&PHONE_ERRORS, &[MOVING]],
     },
 ];
 

@@ -287,11 +287,17 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
         .get("security")
         .and_then(Value::as_array)
         .is_some_and(|s| !s.is_empty());
-    let admin = operation["security"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|scheme| scheme.get("adminAuth").is_some());
+    let takes = |name: &str| {
+        operation["security"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|scheme| scheme.get(name).is_some())
+    };
+    let admin = takes("adminAuth");
+    // `GET /cluster` takes either: the admin's, or the `default` tenant's while the admin API
+    // is off.
+    let admin_or_default = admin && takes("basicAuth");
     if !secured {
         operation["security"] = json!([]);
     }
@@ -322,7 +328,14 @@ fn refine_operation(operation: &mut Value, errors: &[&[OperationErrors]]) {
         .collect();
     responses.retain(|status, _| !status.starts_with('4') && !status.starts_with('5'));
     let mut answers: Vec<(u16, &str)> = declared.answers.concat();
-    if admin {
+    if admin_or_default {
+        answers.push((
+            401,
+            "`AUTHENTICATION_ERROR`: no or wrong credentials; send HTTP Basic auth with the admin \
+             credential (`WAGATE_ADMIN_AUTH`) or, while the admin API is off, a credential of the \
+             `default` tenant (`WAGATE_BASIC_AUTH`).",
+        ));
+    } else if admin {
         answers.push((
             401,
             "`AUTHENTICATION_ERROR`: no or wrong credentials; send HTTP Basic auth with the admin \
@@ -408,16 +421,22 @@ fn error_response(status: u16, description: &str) -> Value {
         401 => Some(("WWW-Authenticate", "`Basic realm=\"wagate\"`.")),
         405 => Some(("Allow", "The methods this path serves.")),
         429 => Some(("Retry-After", "Seconds to wait before trying again.")),
+        503 => Some((
+            "Retry-After",
+            "Seconds to wait before trying again; sent with `DEVICE_MOVING`.",
+        )),
         _ => None,
     };
     if let Some((name, description)) = header {
-        let schema = if status == 429 {
+        let schema = if matches!(status, 429 | 503) {
             json!({ "type": "integer", "format": "uint64" })
         } else {
             json!({ "type": "string" })
         };
+        // `GET /ready`'s 503 (`NOT_READY`) sends no `Retry-After`.
+        let required = status != 503;
         response["headers"] = json!({
-            name: { "required": true, "description": description, "schema": schema }
+            name: { "required": required, "description": description, "schema": schema }
         });
     }
     response

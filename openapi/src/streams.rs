@@ -22,7 +22,7 @@ use wagate_core::store::EventFilter;
 
 use crate::auth::TenantAuth;
 use crate::device_path::DevicePath;
-use crate::devices::{DeviceStateName, NO_DEVICE};
+use crate::devices::{DeviceStateName, MOVING, NO_DEVICE};
 use crate::events::WebhookEvent;
 use crate::schema_as::schema_as;
 use crate::spec::OperationErrors;
@@ -126,6 +126,7 @@ pub(crate) const ERRORS: &[OperationErrors] = &[
                  event id.",
             ),
             NO_DEVICE,
+            MOVING,
         ]],
     },
     OperationErrors {

@@ -29,13 +29,13 @@ impl Admitted {
 
 /// Lets a sign-in of `username` from `req`'s address through, or answers 429 `RATE_LIMITED`
 /// while either has failed too often; before any credential is checked.
-pub(crate) fn admit(req: &Request, username: &str) -> poem::Result<Admitted> {
+pub(crate) fn admit(req: &Request, username: &str) -> Result<Admitted, ApiError> {
     let throttle = req
         .data::<Arc<AuthThrottle>>()
-        .ok_or_else(|| poem::Error::from(ApiError::internal("auth throttle missing")))?;
+        .ok_or_else(|| ApiError::internal("auth throttle missing"))?;
     let address = req.remote_addr().as_socket_addr().map(|a| a.ip());
     if let Some(wait) = throttle.blocked(address, username) {
-        return Err(ApiError::too_many_failed_sign_ins(wait).into());
+        return Err(ApiError::too_many_failed_sign_ins(wait));
     }
     Ok(Admitted {
         throttle: Arc::clone(throttle),

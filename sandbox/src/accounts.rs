@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use wacore_libsignal::protocol::KeyPair;
 
 use crate::conn::Conn;
+use crate::history::History;
 use crate::keys::{KeyBundle, SignedPrekey};
 use crate::signal::PhoneSession;
 use crate::webauthn::Credential;
@@ -224,13 +225,17 @@ pub(crate) struct Registry {
     pub phones: HashMap<String, Phone>,
     /// Device JID → linked companion.
     pub companions: HashMap<String, Companion>,
+    /// The record of every connection numbered, kept under this lock so that a connection's
+    /// record changes together with the maps above.
+    pub history: History,
     next_phone: u64,
 }
 
 impl Registry {
-    /// Numbers a new connection.
-    pub fn allocate_connection(&mut self) -> u64 {
+    /// Numbers a new connection whose socket opened at `opened_at_ms`, and starts its record.
+    pub fn allocate_connection(&mut self, opened_at_ms: u64) -> u64 {
         self.next_connection += 1;
+        self.history.opened(self.next_connection, opened_at_ms);
         self.next_connection
     }
 
@@ -279,6 +284,7 @@ impl Registry {
 
     /// Drops everything that refers to a closed connection.
     pub fn forget_connection(&mut self, connection: u64) {
+        self.history.closed(connection);
         self.connections.remove(&connection);
         self.refs.retain(|_, c| *c != connection);
         for requests in self.link_codes.values_mut() {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use futures_util::{SinkExt, StreamExt};
 use poem::web::websocket::{Message, WebSocketStream};
+use tokio::task::JoinHandle;
 use wacore_binary::Node;
 use wacore_binary::builder::NodeBuilder;
 use waproto::whatsapp as wa;
@@ -21,13 +22,15 @@ use crate::noise::{Established, Response};
 use crate::shared::Shared;
 use crate::stanza::{self, SERVER};
 use crate::wire::{FrameReader, SealedDirection, frame};
-use crate::{bootstrap, encrypt, incidents, iq, pair_code, passkey};
+use crate::{bootstrap, encrypt, history, incidents, iq, pair_code, passkey};
 
 /// How long a client may take over each handshake message.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Serves one websocket until either side closes it or an outage drops it.
 pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocketStream) {
+    // Taken before the handshake: its time is part of how long a reconnecting device is away.
+    let opened_at_ms = history::now_ms();
     let (mut sink, mut stream) = socket.split();
     let mut outage = shared.outage.subscribe();
     let mut reader = FrameReader::new();
@@ -49,7 +52,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocketStream) {
 
     let registration = registration_of(&payload);
     let login_jid = login_jid_of(&payload);
-    let id = lock(&shared.registry).allocate_connection();
+    let id = lock(&shared.registry).allocate_connection(opened_at_ms);
     let (conn, mut out_rx) = Conn::new(id, client_static, registration, login_jid);
     let conn = Arc::new(conn);
     lock(&shared.registry)
@@ -72,6 +75,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocketStream) {
         }
         let _ = sink.close().await;
     });
+    // No await since the connection was numbered, so this task cannot have been dropped before
+    // the guard exists; from here on the guard closes the record however the task ends.
+    let live = Live {
+        shared: Arc::clone(&shared),
+        id,
+        writer,
+    };
 
     if incidents::refuse_if_outdated(&shared, &conn).await {
         // Closed; the loop below ends when the writer has sent the failure.
@@ -107,13 +117,27 @@ pub(crate) async fn serve(shared: Arc<Shared>, socket: WebSocketStream) {
                 }
             }
         }
-        if broken || writer.is_finished() {
+        if broken || live.writer.is_finished() {
             break;
         }
     }
+}
 
-    lock(&shared.registry).forget_connection(id);
-    writer.abort();
+/// An established connection's hold on the registry, released when its task ends: by either
+/// side closing, an outage, a shutdown, or the task being dropped or panicking.
+struct Live {
+    shared: Arc<Shared>,
+    id: u64,
+    writer: JoinHandle<()>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        // Forgotten before the socket closes, so that a login racing the close cannot count it
+        // as a live connection it replaced.
+        lock(&self.shared.registry).forget_connection(self.id);
+        self.writer.abort();
+    }
 }
 
 async fn handshake(
@@ -228,6 +252,10 @@ async fn start_login(shared: &Arc<Shared>, conn: &Conn) {
                 let previous = companion.connection.replace(conn.id);
                 let lid = companion.lid.clone();
                 let replaced = previous.and_then(|old| registry.connections.get(&old).cloned());
+                registry.history.logged_in(conn.id, jid);
+                if let Some(old) = &replaced {
+                    registry.history.replaced(old.id);
+                }
                 Some((lid, replaced))
             }
             _ => None,

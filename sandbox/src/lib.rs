@@ -9,8 +9,8 @@
 //! sandbox's chain is shaped like WhatsApp's but cannot be signed by WhatsApp's root key.
 //!
 //! Modules depend only on modules before them in this order, so their dependencies form no
-//! cycle: `clock`, `config`, `stanza`, `wire`, `noise`, `webauthn` → `conn`, `iq`, `keys` →
-//! `signal`, `passkey` → `accounts` → `shared` → `phone` → `incidents` → `pair_code` →
+//! cycle: `clock`, `config`, `stanza`, `wire`, `noise`, `webauthn`, `history` → `conn`, `iq`,
+//! `keys` → `signal`, `passkey` → `accounts` → `shared` → `phone` → `incidents` → `pair_code` →
 //! `bootstrap` → `encrypt` → `connection` → `server`. The connection handle (`conn`) sits below
 //! the registry and the phone so that both drive clients without depending on the socket code
 //! (`connection`); `shared` sits below everything that takes it, and only `server` creates it.
@@ -27,6 +27,7 @@ mod config;
 mod conn;
 mod connection;
 mod encrypt;
+mod history;
 mod incidents;
 mod iq;
 mod keys;
@@ -44,5 +45,6 @@ pub mod wire;
 pub use accounts::{AccountInfo, AccountKind, ClientInfo, ClientState, Delivery};
 pub use clock::ScaledRuntime;
 pub use config::SandboxConfig;
+pub use history::ConnectionRecord;
 pub use phone::{Linked, PhoneError};
 pub use server::{Sandbox, StartError};

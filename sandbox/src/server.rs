@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::accounts::{AccountInfo, AccountKind, ClientInfo, ClientState};
 use crate::config::SandboxConfig;
 use crate::conn::lock;
+use crate::history::ConnectionRecord;
 use crate::phone::{self, Linked, PhoneError};
 use crate::shared::Shared;
 use crate::{connection, incidents, pair_code};
@@ -177,6 +178,19 @@ impl Sandbox {
         lock(&self.shared.registry).connections_made()
     }
 
+    /// The records of the latest connections (up to 100,000), oldest first: when each opened,
+    /// logged in as which device and closed, and whether a newer login replaced it. A socket
+    /// that never finished the Noise handshake was given no number and has no record.
+    pub fn history(&self) -> Vec<ConnectionRecord> {
+        lock(&self.shared.registry).history.records()
+    }
+
+    /// How many connections the sandbox has closed with `<conflict type="replaced"/>` because
+    /// another connection logged in as the same device.
+    pub fn replaced_total(&self) -> u64 {
+        lock(&self.shared.registry).history.replaced_total()
+    }
+
     /// Plays an outage: `true` drops every socket and refuses new ones; `false` comes back.
     pub fn set_outage(&self, down: bool) {
         self.shared.outage.send_replace(down);
@@ -246,6 +260,8 @@ fn routes() -> Route {
         .at("/phone/passkey/assert", post(phone_passkey_assert))
         .at("/accounts", get(list_accounts))
         .at("/clients", get(list_clients))
+        .at("/history", get(list_history))
+        .at("/stats", get(stats))
         .at("/outage", post(set_outage))
         .at("/rate-limit", post(set_rate_limit))
         .at("/server/client-outdated", post(server_client_outdated))
@@ -424,6 +440,21 @@ fn list_accounts(Data(shared): Data<&Arc<Shared>>) -> Json<Vec<AccountInfo>> {
 #[handler]
 fn list_clients(Data(shared): Data<&Arc<Shared>>) -> Json<Vec<ClientInfo>> {
     Json(client_infos(shared))
+}
+
+#[handler]
+fn list_history(Data(shared): Data<&Arc<Shared>>) -> Json<Vec<ConnectionRecord>> {
+    Json(lock(&shared.registry).history.records())
+}
+
+#[handler]
+fn stats(Data(shared): Data<&Arc<Shared>>) -> Json<serde_json::Value> {
+    // Read under one lock, so the two counts describe the same moment.
+    let registry = lock(&shared.registry);
+    Json(json!({
+        "connections_made": registry.connections_made(),
+        "replaced_total": registry.history.replaced_total(),
+    }))
 }
 
 #[derive(Deserialize)]

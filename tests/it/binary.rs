@@ -231,9 +231,16 @@ async fn logins_a_kill_interrupted_are_reported_failed_when_wagate_starts_again(
         (event["type"] == "login_failed" && event["data"]["reason"] == "interrupted")
             .then(|| event["device_id"].as_str().unwrap_or_default().to_string())
     };
+    let dropped = |r: &Received| {
+        let event = r.event();
+        (event["type"] == "state_changed" && event["data"]["to"] == "disconnected")
+            .then(|| event["device_id"].as_str().unwrap_or_default().to_string())
+    };
+    // Deliveries may arrive in any order: wait for both events of every device.
     let received = receiver
         .wait_until(Duration::from_secs(30), |r| {
             r.iter().filter_map(failed).collect::<HashSet<_>>().len() == devices.len()
+                && r.iter().filter_map(dropped).collect::<HashSet<_>>().len() == devices.len()
         })
         .await;
     let reported: HashSet<String> = received.iter().filter_map(failed).collect();

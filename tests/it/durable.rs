@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{Gateway, decode_qr, fetch};
+use crate::support::{Gateway, decode_qr, eventually, fetch};
 
 /// Links `device` by QR through the API and the sandbox phone.
 async fn link(gateway: &Gateway, api: &crate::support::Api, device: &str) -> String {
@@ -32,18 +32,24 @@ async fn a_linked_device_comes_back_after_a_restart_without_a_scan() {
 
     let before = gateway.recorded_events(tenant, "d1").await.len();
     let gateway = gateway.restart().await;
-    api.at(&gateway.base).wait_logged_in("d1").await;
-
-    // A state and the events it causes commit together: the API showing it means they are in.
+    // The stored state says logged in from before the restart; the reconnect is its events.
     let reconnected = (
         "state_changed".to_string(),
         json!({ "from": "connecting", "to": "logged_in" }),
     );
-    let seen = gateway
-        .recorded_events(tenant, "d1")
-        .await
-        .split_off(before);
-    assert!(seen.contains(&reconnected), "{seen:?}");
+    let seen = eventually("the restored device's reconnect recorded", || async {
+        let seen = gateway
+            .recorded_events(tenant, "d1")
+            .await
+            .split_off(before);
+        if seen.contains(&reconnected) {
+            Ok(seen)
+        } else {
+            Err(seen)
+        }
+    })
+    .await;
+    api.at(&gateway.base).wait_logged_in("d1").await;
     assert!(
         !seen.iter().any(|(t, _)| t == "logged_in"),
         "a restore is a state change, not a new login: {seen:?}"

@@ -5,11 +5,14 @@ mod admin;
 mod auth;
 #[cfg(feature = "sandbox")]
 mod binary;
+#[cfg(feature = "sandbox")]
+mod cluster;
 mod contract;
 mod devices;
 mod durable;
 #[cfg(feature = "sandbox")]
 mod embedded;
+mod forward;
 mod link_page;
 mod link_tokens;
 mod login_code;

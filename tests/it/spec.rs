@@ -164,7 +164,7 @@ fn every_operation_lists_only_the_errors_it_can_answer() {
     assert_eq!(
         statuses("loginDevice"),
         [
-            "200", "400", "401", "404", "409", "429", "500", "502", "504"
+            "200", "400", "401", "404", "409", "429", "500", "502", "503", "504"
         ]
     );
     assert_eq!(

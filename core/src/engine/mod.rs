@@ -3,8 +3,10 @@
 
 mod client;
 mod http;
+mod membership;
 mod passkey;
 mod phone;
+mod placement;
 mod qr_image;
 mod restore;
 mod session;
@@ -22,15 +24,17 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::domain::{Device, DeviceId, DeviceState, TenantId};
-use crate::events::{EngineEventKind, EventBus, LoginFailure, NewEvent};
-use crate::store::{DeviceChange, Store, StoreError};
+use crate::events::EventBus;
+use crate::store::{Store, StoreError};
 
 pub use http::ReqwestHttp;
 pub use passkey::{InvalidPasskeyAssertion, PasskeyAssertion};
 pub use phone::{InvalidPhone, PhoneNumber};
+pub use placement::{NodeConfig, Peer, Placement};
 pub use qr_image::{QR_IMAGE_SIZE, QrImageError, render_png};
 pub use restore::RestoreProgress;
 
+use placement::NodeState;
 use restore::RestoreTracker;
 use session::{Command, Session};
 
@@ -82,6 +86,8 @@ pub struct EngineConfig {
     pub qr_links: Arc<dyn QrLinks>,
     /// Where sessions count logins and WhatsApp connections.
     pub metrics: crate::metrics::Metrics,
+    /// How this node takes part in a cluster.
+    pub node: NodeConfig,
 }
 
 impl EngineConfig {
@@ -151,6 +157,10 @@ pub enum LoginError {
     /// The login was cancelled by a logout, reconnect or deletion of the device.
     #[error("the login of device `{0}` was cancelled by a logout, reconnect or deletion")]
     Cancelled(DeviceId),
+    /// Another node owns the device: it is moving between nodes (one joined, left or
+    /// restarts), or this node was paused and lost it.
+    #[error("device `{0}` is moving to another gateway node: retry in a second")]
+    OwnedElsewhere(DeviceId),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -197,6 +207,7 @@ impl LoginError {
             Self::NoPasskeyRequested(d) => Self::NoPasskeyRequested(d.clone()),
             Self::InvalidPasskeyAssertion(e) => Self::InvalidPasskeyAssertion(e.clone()),
             Self::Cancelled(d) => Self::Cancelled(d.clone()),
+            Self::OwnedElsewhere(d) => Self::OwnedElsewhere(d.clone()),
             Self::Store(e) => Self::Internal {
                 device: device.clone(),
                 detail: e.to_string(),
@@ -260,11 +271,50 @@ pub(crate) struct EngineContext {
     pub bus: EventBus,
     pub config: EngineConfig,
     pub http: reqwest::Client,
+    pub node: NodeState,
+}
+
+/// The lease a session runs under and since when, shared with its handle: the manager stops a
+/// session whose lease the node's heartbeat no longer finds, and releases the lease of a
+/// session it stopped under that very lease.
+#[derive(Debug, Default)]
+pub(crate) struct LeaseCell(Mutex<Option<(crate::store::Lease, tokio::time::Instant)>>);
+
+impl LeaseCell {
+    fn with(lease: crate::store::Lease) -> Arc<Self> {
+        let cell = Arc::new(Self::default());
+        cell.set(lease);
+        cell
+    }
+
+    /// The session acquired `lease` now.
+    pub(crate) fn set(&self, lease: crate::store::Lease) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((lease, tokio::time::Instant::now()));
+    }
+
+    /// The lease, if acquired.
+    fn lease(&self) -> Option<crate::store::Lease> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(lease, _)| lease)
+    }
+
+    /// The lease, if acquired before `before`.
+    fn acquired_before(&self, before: tokio::time::Instant) -> Option<crate::store::Lease> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .filter(|(_, at)| *at < before)
+            .map(|(lease, _)| lease)
+    }
 }
 
 struct SessionHandle {
     commands: mpsc::Sender<Command>,
     task: JoinHandle<()>,
+    lease: Arc<LeaseCell>,
 }
 
 impl SessionHandle {
@@ -297,18 +347,27 @@ const RESTORE_BATCH: usize = 32;
 /// How often expired QR images are deleted.
 const QR_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Owns every device session.
+/// Owns every device session of this node.
 pub struct DeviceManager {
     ctx: Arc<EngineContext>,
     sessions: Mutex<HashMap<DeviceKey, SessionHandle>>,
     housekeeping: JoinHandle<()>,
     restoring: RestoreTracker,
+    membership: membership::MembershipHandle,
 }
 
 impl DeviceManager {
-    /// A manager with no live sessions. Must be created inside a tokio runtime: it starts the
-    /// task that deletes expired QR images.
-    pub fn new(store: Store, bus: EventBus, config: EngineConfig, http: reqwest::Client) -> Self {
+    /// A manager with no live sessions, for the node registered as `link`. Must be created
+    /// inside a tokio runtime: it starts the task that deletes expired QR images and the
+    /// node's membership (heartbeat, leases, failover, balance).
+    pub fn new(
+        store: Store,
+        bus: EventBus,
+        config: EngineConfig,
+        http: reqwest::Client,
+        link: crate::store::NodeLink,
+        public_url: String,
+    ) -> Arc<Self> {
         let purging = store.clone();
         let housekeeping = tokio::spawn(async move {
             let mut every = tokio::time::interval(QR_PURGE_INTERVAL);
@@ -319,17 +378,21 @@ impl DeviceManager {
                 }
             }
         });
-        Self {
+        let node = NodeState::new(config.node.clone());
+        node.set_id(link.id());
+        Arc::new_cyclic(|manager| Self {
             housekeeping,
             ctx: Arc::new(EngineContext {
                 store,
                 bus,
                 config,
                 http,
+                node,
             }),
             sessions: Mutex::new(HashMap::new()),
             restoring: RestoreTracker::default(),
-        }
+            membership: membership::MembershipHandle::start(manager.clone(), link, public_url),
+        })
     }
 
     /// The store the manager works on.
@@ -351,11 +414,14 @@ impl DeviceManager {
             .ok_or_else(|| LoginError::DeviceNotFound(device.clone()))
     }
 
+    /// The live session of a device, started if there is none: under lease `epoch` when the
+    /// caller acquired it, else the session acquires one first.
     fn session(
         &self,
         tenant: TenantId,
         device: &DeviceId,
         state: DeviceState,
+        leased: Option<crate::store::Lease>,
     ) -> mpsc::Sender<Command> {
         let key = DeviceKey {
             tenant,
@@ -368,7 +434,14 @@ impl DeviceManager {
             return handle.commands.clone();
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let session = Session::new(Arc::clone(&self.ctx), key.clone(), state);
+        let lease = leased.map(LeaseCell::with).unwrap_or_default();
+        let session = Session::new(
+            Arc::clone(&self.ctx),
+            key.clone(),
+            state,
+            leased,
+            Arc::clone(&lease),
+        );
         // Every log line of the session, whichever task it runs on, names its device. The
         // session outlives the request that may have started it: it is no child of its span.
         let span = tracing::info_span!(
@@ -383,6 +456,7 @@ impl DeviceManager {
             SessionHandle {
                 commands: tx.clone(),
                 task,
+                lease,
             },
         );
         tx
@@ -395,7 +469,7 @@ impl DeviceManager {
         command: impl FnOnce(oneshot::Sender<Result<T, LoginError>>) -> Command,
     ) -> Result<T, LoginError> {
         let stored = self.existing(tenant, device).await?;
-        let session = self.session(tenant, device, stored.state);
+        let session = self.session(tenant, device, stored.state, None);
         let (tx, rx) = oneshot::channel();
         let gone = || LoginError::Cancelled(device.clone());
         session.send(command(tx)).await.map_err(|_| gone())?;
@@ -526,8 +600,10 @@ impl DeviceManager {
         Ok(self.ctx.store.delete_tenant(tenant).await?)
     }
 
-    /// Reconnects every linked device from its stored keys, a batch at a time so a gateway with
-    /// thousands of devices comes up smoothly; returns how many devices it started. Each batch
+    /// Reconnects every linked device no live node owns that belongs on this node (every one,
+    /// for a node alone) from its stored keys, a batch at a time so a gateway with thousands of
+    /// devices comes up smoothly, and ends the logins a dead node left pending; returns how
+    /// many devices it started. Each batch
     /// waits until its devices are logged in, have failed, or the login timeout passed. The API
     /// serves meanwhile: run this in its own task, and follow it with
     /// [`DeviceManager::restore_progress`].
@@ -556,16 +632,16 @@ impl DeviceManager {
     }
 
     async fn restore_all(&self) -> Result<usize, StoreError> {
-        self.fail_interrupted_logins().await?;
-        let devices = self.ctx.store.linked_devices().await?;
+        // Who else is alive decides which of the devices without a live owner are this node's.
+        self.refresh_view().await?;
+        let devices = self.acquire_orphans(None).await?;
         self.restoring.found(devices.len());
         let mut logged_in = 0;
         for batch in devices.chunks(RESTORE_BATCH) {
             let mut settling = futures_util::stream::FuturesUnordered::new();
-            for (tenant, id) in batch {
-                let session = self.session(*tenant, id, DeviceState::LoggedIn);
+            for device in batch {
                 let (settled, state) = oneshot::channel();
-                if session.send(Command::Resume(settled)).await.is_ok() {
+                if self.resume_under(&device.lease, settled).await {
                     settling.push(state);
                 } else {
                     self.restoring.settled(1);
@@ -584,47 +660,6 @@ impl DeviceManager {
         // The caller reports how many were started; how many got back in is told here.
         tracing::debug!(linked = devices.len(), logged_in, "linked devices settled");
         Ok(devices.len())
-    }
-
-    /// Ends the logins a process that died left pending (its unlinked devices still connecting
-    /// or connected): each gets `login_failed` (`interrupted`) and its `state_changed` to
-    /// `disconnected`, through the outbox like every event, so no consumer is left waiting. A
-    /// device that a new login moved meanwhile is left alone.
-    async fn fail_interrupted_logins(&self) -> Result<(), StoreError> {
-        for (tenant, id, from) in self.ctx.store.interrupted_logins().await? {
-            let kinds = [
-                EngineEventKind::LoginFailed {
-                    reason: LoginFailure::Interrupted,
-                },
-                EngineEventKind::StateChanged {
-                    from,
-                    to: DeviceState::Disconnected,
-                },
-            ];
-            let events = kinds.iter().map(NewEvent::from_kind).collect();
-            let change = DeviceChange {
-                state: Some(DeviceState::Disconnected),
-                only_from: Some(from),
-                ..DeviceChange::default()
-            };
-            match self
-                .ctx
-                .store
-                .tenant(tenant)
-                .record_events(&id, change, events)
-                .await
-            {
-                Ok(recorded) => {
-                    self.ctx.config.metrics.recorded(&kinds, &mut None);
-                    for event in recorded {
-                        self.ctx.bus.publish(event);
-                    }
-                }
-                Err(StoreError::DeviceNotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 
     /// Stops every session without logging anything out, as a process shutdown does.
@@ -663,6 +698,7 @@ impl DeviceManager {
 impl Drop for DeviceManager {
     fn drop(&mut self) {
         self.housekeeping.abort();
+        self.membership.abort();
         for (_, handle) in self
             .sessions
             .lock()

@@ -21,14 +21,14 @@ use whatsapp_rust::types::events::Event;
 
 use super::client::{self, RunningClient, WireNotice};
 use super::{
-    DeviceKey, EngineContext, LoginError, PairCodeLogin, PasskeyAssertion, PhoneNumber, QrLogin,
-    render_png,
+    DeviceKey, EngineContext, LeaseCell, LoginError, PairCodeLogin, PasskeyAssertion, PhoneNumber,
+    QrLogin, render_png,
 };
 use crate::domain::DeviceState;
 use crate::events::{EngineEventKind, LoginFailure, NewEvent};
 use crate::metrics::{ConnectionMark, LoginAttempt, LoginMethod};
 use crate::store::keys::PgBackend;
-use crate::store::{DeviceChange, Link, StoreError, TenantStore};
+use crate::store::{DeviceChange, Lease, Link, StoreError, TenantStore};
 use pair_code::PairCodeFlow;
 
 type Reply<T> = oneshot::Sender<Result<T, LoginError>>;
@@ -57,6 +57,28 @@ pub(crate) enum Command {
     Stop(oneshot::Sender<()>),
     /// Logs the device out (unlinking a linked one), then ends the session.
     LogOutAndStop(oneshot::Sender<()>),
+    /// Ends the session, leaving the device linked, if no login is under way: the device moves
+    /// to another node. Answered with whether it ended.
+    Release(oneshot::Sender<bool>),
+}
+
+impl Command {
+    /// Answers a command the session will not carry out with `error` (the ones that cannot fail
+    /// are simply acknowledged or dropped).
+    fn refuse(self, error: impl Fn() -> LoginError) {
+        match self {
+            Self::Qr(reply) => drop(reply.send(Err(error()))),
+            Self::PairCode { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Logout(reply) | Self::Reconnect(reply) | Self::Passkey { reply, .. } => {
+                drop(reply.send(Err(error())))
+            }
+            Self::CurrentQr(reply) => drop(reply.send(Err(error()))),
+            Self::CurrentPairCode(reply) => drop(reply.send(Err(error()))),
+            Self::Resume(_) => {}
+            Self::Stop(reply) | Self::LogOutAndStop(reply) => drop(reply.send(())),
+            Self::Release(reply) => drop(reply.send(true)),
+        }
+    }
 }
 
 /// A code this close to expiry is not handed out again. Scaled with the sandbox's time scale like
@@ -102,6 +124,14 @@ pub(crate) struct Session {
     /// ends after the step that found it, and the manager starts a fresh one if the id is
     /// created again.
     gone: bool,
+    /// The device's lease this session holds; every write is fenced by it. `None` until
+    /// acquired, which the session does before anything else.
+    leased: Option<Lease>,
+    /// Where the manager reads the lease, to stop this session once another node took it.
+    lease: Arc<LeaseCell>,
+    /// Another node took the device (a fenced write was refused): the session ends after the
+    /// step that found it, writing nothing more.
+    lost: bool,
     /// The row the running client's keys belong to: a device deleted and created again under
     /// the same id is another row, and a client failing on the old one means this session's
     /// device is gone.
@@ -131,8 +161,16 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A session for `key`, whose device the store last saw in `state`; no client runs yet.
-    pub fn new(ctx: Arc<EngineContext>, key: DeviceKey, state: DeviceState) -> Self {
+    /// A session for `key`, whose device the store last saw in `state`; no client runs yet. With
+    /// `epoch` it runs under that lease (acquired by the caller, and noted in `lease`);
+    /// without, it acquires one first.
+    pub fn new(
+        ctx: Arc<EngineContext>,
+        key: DeviceKey,
+        state: DeviceState,
+        leased: Option<Lease>,
+        lease: Arc<LeaseCell>,
+    ) -> Self {
         let connection = ctx.config.metrics.connection();
         Self {
             ctx,
@@ -145,6 +183,9 @@ impl Session {
             },
             running: None,
             gone: false,
+            leased,
+            lease,
+            lost: false,
             row: None,
             generation: 0,
             qr: None,
@@ -164,6 +205,18 @@ impl Session {
     /// Serves `commands` and the client's events until told to stop, the channel closes or the
     /// device turns out deleted.
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        if self.leased.is_none()
+            && let Err(refusal) = self.acquire().await
+        {
+            // Whatever is queued gets the reason; the manager starts a new session for the
+            // next caller, which tries again.
+            commands.close();
+            let device = self.device().clone();
+            while let Some(command) = commands.recv().await {
+                command.refuse(|| refusal.clone_for_waiter(&device));
+            }
+            return;
+        }
         loop {
             let deadline = self.deadline;
             tokio::select! {
@@ -177,6 +230,14 @@ impl Session {
                         self.log_out().await;
                         let _ = reply.send(());
                         return;
+                    }
+                    Some(Command::Release(reply)) => {
+                        if self.idle() {
+                            self.stop().await;
+                            let _ = reply.send(true);
+                            return;
+                        }
+                        let _ = reply.send(false);
                     }
                     Some(command) => self.on_command(command).await,
                     None => {
@@ -195,6 +256,13 @@ impl Session {
                 self.stop_client().await;
                 let device = self.device().clone();
                 self.fail_waiters(|| LoginError::DeviceNotFound(device.clone()));
+                return;
+            }
+            if self.lost {
+                self.stop_client().await;
+                let superseded = self.superseded().await;
+                let device = self.device().clone();
+                self.fail_waiters(|| superseded.clone_for_waiter(&device));
                 return;
             }
         }
@@ -256,7 +324,9 @@ impl Session {
                 let result = self.use_passkey(assertion).await;
                 let _ = reply.send(result);
             }
-            Command::Stop(_) | Command::LogOutAndStop(_) => unreachable!("handled by the loop"),
+            Command::Stop(_) | Command::LogOutAndStop(_) | Command::Release(_) => {
+                unreachable!("handled by the loop")
+            }
         }
     }
 
@@ -725,7 +795,7 @@ impl Session {
 
     async fn start_client(&mut self) -> Result<(), LoginError> {
         // The key store is bound to the device's row: one look-up gives both.
-        let backend = match self.store().key_store(&self.key.device).await {
+        let backend = match self.store().key_store(&self.key.device, self.leased).await {
             Ok(Some(backend)) => backend,
             Ok(None) => {
                 let e = LoginError::DeviceNotFound(self.device().clone());
@@ -861,6 +931,7 @@ impl Session {
             state,
             link,
             only_from: None,
+            fence: self.leased,
         };
         match self
             .store()
@@ -875,10 +946,48 @@ impl Session {
             }
             // Deleted meanwhile: nothing to record, and nothing left for this session to do.
             Err(StoreError::DeviceNotFound { .. }) => self.gone = true,
+            Err(StoreError::LeaseLost { .. }) => self.lost = true,
             Err(e) => tracing::error!(device = %self.device(), "events not recorded: {e}"),
         }
         // After the write, so a restore hears of a state once it is stored (or failed to be).
         self.settle_resumes();
+    }
+
+    /// Acquires the device's lease for this node, unless another node that is alive holds it.
+    async fn acquire(&mut self) -> Result<(), LoginError> {
+        let node = &self.ctx.node;
+        // A miss is told apart by a look-up: no device, or a live node holding it. A device
+        // deleted and created again between the two is simply tried again.
+        for _ in 0..3 {
+            let leased = self
+                .store()
+                .acquire_lease(node.id(), &self.key.device, node.config.lease_expiry)
+                .await?;
+            if let Some(leased) = leased {
+                self.leased = Some(leased);
+                self.lease.set(leased);
+                return Ok(());
+            }
+            match self.store().lease(&self.key.device).await? {
+                None => return Err(LoginError::DeviceNotFound(self.device().clone())),
+                Some(holder) if holder.node.is_some_and(|n| n != node.id()) => {
+                    return Err(LoginError::OwnedElsewhere(self.device().clone()));
+                }
+                Some(_) => {}
+            }
+        }
+        Err(LoginError::Cancelled(self.device().clone()))
+    }
+
+    /// Whether no login is under way: nothing waits and the device is linked and connected or
+    /// not connecting at all, so it can move to another node without a caller noticing.
+    fn idle(&self) -> bool {
+        matches!(
+            self.state,
+            DeviceState::LoggedIn | DeviceState::Disconnected
+        ) && self.qr_waiters.is_empty()
+            && self.deadline.is_none()
+            && self.passkey.is_none()
     }
 
     /// `e`, or `DeviceNotFound` when the failure was the device being deleted meanwhile (which
@@ -897,7 +1006,39 @@ impl Session {
             self.gone = true;
             return LoginError::DeviceNotFound(self.device().clone());
         }
+        // A failure of the key store under a lease that moved on (its writes were fenced).
+        if self.leased.is_some() && self.lease_moved().await {
+            self.lost = true;
+            return self.superseded().await;
+        }
         e
+    }
+
+    /// Whether the device's lease is no longer this session's.
+    async fn lease_moved(&self) -> bool {
+        match self.store().lease(&self.key.device).await {
+            Ok(Some(holder)) => self.leased.is_some_and(|l| l.epoch != holder.epoch),
+            _ => false,
+        }
+    }
+
+    /// Why this session's callers are turned away once its lease moved on: a newer session of
+    /// the device on this node (one started while a deletion stopped this one) cancelled the
+    /// login; another node owning the device means it moved.
+    async fn superseded(&self) -> LoginError {
+        let here = match self.store().lease(&self.key.device).await {
+            Ok(Some(holder)) => holder.node.is_none_or(|n| n == self.ctx.node.id()),
+            _ => true,
+        };
+        if here {
+            tracing::debug!("a newer session of this device took its lease; this one stops");
+            LoginError::Cancelled(self.device().clone())
+        } else {
+            tracing::warn!(
+                "another node took this device over; its session here stops and writes nothing more"
+            );
+            LoginError::OwnedElsewhere(self.device().clone())
+        }
     }
 
     /// The device's row now; `None` when it is deleted (or the look-up failed, which the

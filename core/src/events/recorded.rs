@@ -27,6 +27,9 @@ pub struct RecordedEvent {
     pub occurred_at: DateTime<Utc>,
     /// The JSON envelope ([`WireEvent`]), exactly as webhooks deliver it.
     pub body: Arc<str>,
+    /// Recorded by another node and relayed to this one's streams; plugins see only the events
+    /// of their own node.
+    pub relayed: bool,
 }
 
 impl RecordedEvent {
@@ -41,6 +44,7 @@ impl RecordedEvent {
             event_type: event.event_type.clone(),
             occurred_at: event.occurred_at,
             body: body.into(),
+            relayed: false,
         }
     }
 

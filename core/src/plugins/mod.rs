@@ -316,7 +316,9 @@ impl PluginHost {
         PluginCounters(Arc::clone(&self.info))
     }
 
-    /// Feeds every event published on `bus` from now on to every plugin.
+    /// Feeds every event published on `bus` from now on to every plugin, but those relayed from
+    /// other nodes (each node's plugins see the events of its own devices, so a cluster hands
+    /// each event to a plugin once).
     pub fn start(&mut self, bus: &EventBus) {
         if self.queues.is_empty() {
             return;
@@ -330,6 +332,7 @@ impl PluginHost {
             loop {
                 tokio::select! {
                     received = events.recv() => match received {
+                        Ok(event) if event.relayed => {}
                         Ok(event) => {
                             let json: Arc<[u8]> = Arc::clone(&event.body).into();
                             for (queue, info) in queues.iter().zip(info.iter()) {

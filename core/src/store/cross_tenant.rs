@@ -3,9 +3,10 @@
 //! Everything else on a tenant's data goes through [`Store::tenant`].
 //!
 //! Why each one is:
-//! - Start-up: [`Store::linked_devices`] and [`Store::interrupted_logins`] find the devices of
-//!   every tenant that a starting gateway must reconnect or whose interrupted login it must end;
-//!   they return (tenant, device) pairs that the engine then works on through the tenant.
+//! - Nodes and leases (`leases.rs`): which devices no live node owns (to reconnect them, or end
+//!   the logins a dead node left pending), acquiring and releasing their leases, and the nodes
+//!   with their counts; they return (tenant, device) pairs that the engine then works on through
+//!   the tenant.
 //! - Public QR images: [`Store::qr_image`] serves a PNG to whoever has its link, unauthenticated;
 //!   the unguessable image id is the secret. [`Store::purge_expired_qr_images`] deletes expired
 //!   ones, whoever they belong to.
@@ -23,6 +24,9 @@
 //!   [`Store::release_orphaned_claims`], [`Store::expire_deliveries`], [`Store::purge_events`]
 //!   and [`Store::next_due_delivery`]. A claimed delivery carries its endpoint's URL and
 //!   secrets, never another tenant's.
+//! - Every node relays the events other nodes record to its own live streams (a tenant's stream
+//!   spans devices on every node): [`Store::listen_recorded_events`] hears which (tenant,
+//!   device, numbers) every commit recorded, and the events are then read through the tenant.
 //! - Metrics describe the whole gateway to its operator: [`Store::device_states`] and
 //!   [`Store::tenant_device_states`] count devices by state (tenant ids only for the operator's
 //!   opt-in), [`Store::pending_deliveries`] counts pending deliveries by endpoint id. They
@@ -32,9 +36,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
 use uuid::Uuid;
 
 use super::devices::{stored_id, stored_state};
@@ -42,51 +44,7 @@ use super::link_tokens::{LinkToken, is_link_token, token_hash};
 use super::outbox::{CHANNEL, ClaimedDelivery, DeliveryOutcome, LOCK_CLASS, OutboxListener};
 use super::tenants::{Credential, SUMMARY, TenantSummary, hash, summary, verify};
 use super::{Store, StoreError, Tx, violates};
-use crate::domain::{DeviceId, DeviceState, Tenant, TenantId};
-
-/// Start-up.
-impl Store {
-    /// Every device linked to a WhatsApp account (it has a JID), across tenants: the devices a
-    /// starting gateway reconnects. Logout and unlink clear the JID.
-    pub async fn linked_devices(&self) -> Result<Vec<(TenantId, DeviceId)>, StoreError> {
-        self.query(
-            "list the linked devices",
-            "SELECT tenant_id, device_id FROM devices WHERE jid IS NOT NULL
-             ORDER BY tenant_id, device_id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            let tenant = TenantId(row.get(0));
-            Ok((tenant, stored_id(tenant, row.get(1))?))
-        })
-        .collect()
-    }
-
-    /// Every unlinked device that is not `disconnected`, with its state, across tenants: at
-    /// start-up these are logins a process died in the middle of.
-    pub async fn interrupted_logins(
-        &self,
-    ) -> Result<Vec<(TenantId, DeviceId, DeviceState)>, StoreError> {
-        self.query(
-            "list the logins a stopped process left pending",
-            "SELECT tenant_id, device_id, state FROM devices
-             WHERE jid IS NULL AND state <> 'disconnected'
-             ORDER BY tenant_id, device_id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|row| {
-            let tenant = TenantId(row.get(0));
-            let id = stored_id(tenant, row.get(1))?;
-            let state = stored_state(tenant, &id, row.get(2))?;
-            Ok((tenant, id, state))
-        })
-        .collect()
-    }
-}
+use crate::domain::{DeviceState, Tenant, TenantId};
 
 /// Public QR images.
 impl Store {
@@ -366,33 +324,14 @@ impl Store {
     /// commits that add deliveries.
     pub async fn listen_outbox(&self, owner: i32) -> Result<OutboxListener, StoreError> {
         let doing = || format!("open the outbox listener of dispatcher {owner}");
-        // Its own connection, outside the pool: the lock and the LISTEN last as long as it does.
-        let (client, mut connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?;
         // Bounded at one: a wake-up that finds one pending already has nothing to add.
         let (tx, wakeups) = mpsc::channel(1);
-        let driver = tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(AsyncMessage::Notification(_)) => {
-                        let _ = tx.try_send(());
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!("outbox listener connection lost: {e}");
-                        break;
-                    }
-                }
-            }
-        });
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await
-            .map_err(|e| StoreError::db(doing(), e))?;
+        let wake = move |_: &str| {
+            let _ = tx.try_send(());
+        };
+        let (client, driver) = self
+            .listening(CHANNEL, "the outbox listener", wake, &doing())
+            .await?;
         client
             .execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &owner])
             .await
@@ -589,6 +528,74 @@ pub struct PendingDeliveries {
     pub count: i64,
     /// Seconds since its oldest pending delivery was created.
     pub oldest_age_seconds: f64,
+}
+
+/// What a commit recorded: the tenant, the device and the numbers of its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRange {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The device's id, as stored.
+    pub device: String,
+    /// The first event's number.
+    pub first: i64,
+    /// The last event's number.
+    pub last: i64,
+}
+
+impl RecordedRange {
+    /// Parses a `wagate_events` payload: "tenant device first last".
+    fn parse(payload: &str) -> Option<Self> {
+        let mut parts = payload.split(' ');
+        let range = Self {
+            tenant: TenantId(parts.next()?.parse().ok()?),
+            device: parts.next()?.to_string(),
+            first: parts.next()?.parse().ok()?,
+            last: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(range)
+    }
+}
+
+/// Relaying recorded events between nodes.
+impl Store {
+    /// A connection of its own that hears every commit that records events (see the
+    /// `wagate_events` trigger of migration 7), as ranges on the returned channel (at most
+    /// `buffer` waiting; more are dropped and logged). The task reading it ends with the
+    /// connection; the caller opens another.
+    pub async fn listen_recorded_events(
+        &self,
+        buffer: usize,
+    ) -> Result<
+        (
+            mpsc::Receiver<RecordedRange>,
+            tokio::task::JoinHandle<()>,
+            tokio_postgres::Client,
+        ),
+        StoreError,
+    > {
+        let (tx, ranges) = mpsc::channel(buffer);
+        let relay = move |payload: &str| {
+            let Some(range) = RecordedRange::parse(payload) else {
+                tracing::warn!(payload, "unreadable event notification");
+                return;
+            };
+            if tx.try_send(range).is_err() {
+                tracing::warn!(
+                    "the event relay fell behind: events recorded elsewhere miss this node's streams"
+                );
+            }
+        };
+        let (client, driver) = self
+            .listening(
+                "wagate_events",
+                "the event relay",
+                relay,
+                "listen for the events other nodes record",
+            )
+            .await?;
+        Ok((ranges, driver, client))
+    }
 }
 
 /// Metrics, read at scrape time.

@@ -67,6 +67,13 @@ pub struct DeviceChange<'a> {
     /// Apply only while the device is in this state; otherwise nothing is recorded and the
     /// device counts as not found (someone else moved it meanwhile).
     pub only_from: Option<DeviceState>,
+    /// Apply only while the device is this lease's row under its epoch (the session's own);
+    /// otherwise nothing is recorded and the answer is [`StoreError::LeaseLost`] (another node
+    /// owns the device now) or, when the row is gone, [`StoreError::DeviceNotFound`].
+    ///
+    /// [`StoreError::LeaseLost`]: super::StoreError::LeaseLost
+    /// [`StoreError::DeviceNotFound`]: super::StoreError::DeviceNotFound
+    pub fence: Option<super::Lease>,
 }
 
 impl TenantStore<'_> {

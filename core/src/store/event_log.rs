@@ -203,6 +203,32 @@ impl TenantStore<'_> {
     }
 }
 
+impl TenantStore<'_> {
+    /// The events of the tenant's device `device` numbered `first` to `last`, in order: what
+    /// another node's commit recorded, for this node's streams.
+    pub async fn events_between(
+        &self,
+        device: &str,
+        first: i64,
+        last: i64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let tenant = self.tenant;
+        Ok(self
+            .store
+            .query(
+                &format!("read events {first}–{last} of device `{device}` of tenant {tenant}"),
+                "SELECT id, seq, type, body, occurred_at, device_id FROM events
+                 WHERE tenant_id = $1 AND device_id = $2 AND seq BETWEEN $3 AND $4
+                 ORDER BY seq",
+                &[&tenant.0, &device, &first, &last],
+            )
+            .await?
+            .iter()
+            .filter_map(|row| recorded(tenant, row, 0))
+            .collect())
+    }
+}
+
 /// The event in `row` from column `first` on (id, seq, type, body, occurred_at, device_id);
 /// `None` where the id is null (a device without events in a left join).
 fn recorded(tenant: TenantId, row: &Row, first: usize) -> Option<RecordedEvent> {
@@ -214,5 +240,6 @@ fn recorded(tenant: TenantId, row: &Row, first: usize) -> Option<RecordedEvent> 
         body: row.get::<_, String>(first + 3).into(),
         occurred_at: row.get(first + 4),
         device_id: row.get(first + 5),
+        relayed: false,
     })
 }

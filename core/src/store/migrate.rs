@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "link_tokens",
         sql: include_str!("../../../migrations/0006_link_tokens.sql"),
     },
+    Migration {
+        version: 7,
+        name: "nodes",
+        sql: include_str!("../../../migrations/0007_nodes.sql"),
+    },
 ];
 
 /// Serialises migrations across every process sharing the database ("wagate:m" in ASCII).

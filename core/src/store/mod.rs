@@ -6,13 +6,14 @@
 //! keys, QR images, link tokens, webhook endpoints and deliveries and credentials. Each of them
 //! selects its rows by that tenant (or by a row it first found to be the tenant's, as a key
 //! store is bound to one device's row), so a caller cannot leave the tenant out. The operations
-//! deliberately not scoped to one tenant are [`Store`]'s own methods, all in `cross_tenant.rs`,
-//! whose module doc says why each one is.
+//! deliberately not scoped to one tenant are [`Store`]'s own methods, all in `cross_tenant.rs`
+//! (the nodes' leases in `leases.rs`), whose module docs say why each one is.
 
 mod cross_tenant;
 mod devices;
 mod event_log;
 pub mod keys;
+mod leases;
 mod link_tokens;
 mod migrate;
 mod outbox;
@@ -33,9 +34,12 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::domain::{DeviceId, TenantId};
 
-pub use cross_tenant::PendingDeliveries;
+pub use cross_tenant::{PendingDeliveries, RecordedRange};
 pub use devices::{DeviceChange, Link};
 pub use event_log::{EventFilter, Resumption, TENANT_REWIND, TenantResumption};
+pub use leases::{
+    AcquiredDevice, HeldLease, Lease, LeaseHolder, NodeLink, NodeRecord, OrphanedDevice,
+};
 pub use link_tokens::LinkToken;
 pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener};
 pub use tenants::{Credential, TenantSummary};
@@ -130,6 +134,20 @@ pub enum StoreError {
         "the key store of device row {0} is closed: its client was stopped, so nothing more is written through it"
     )]
     KeyStoreClosed(i64),
+    /// Another node acquired the device's lease: this node's session of it writes nothing
+    /// more and stops.
+    #[error(
+        "device `{device_id}` of tenant {tenant} is now owned by another node: this node no longer writes for it"
+    )]
+    LeaseLost {
+        /// The tenant.
+        tenant: TenantId,
+        /// The device.
+        device_id: DeviceId,
+    },
+    /// The key store's lease epoch is no longer the device's: another node owns it now.
+    #[error("the key store of device row {0} is fenced: another node acquired the device's lease")]
+    KeyStoreFenced(i64),
     /// A tenant of that name exists.
     #[error("a tenant named `{0}` already exists: choose another name")]
     TenantExists(String),
@@ -287,6 +305,42 @@ impl Store {
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         self.pool.get().await.map_err(StoreError::Pool)
+    }
+
+    /// A connection of its own, outside the pool, listening on `channel`: every notification's
+    /// payload goes to `heard`; the task driving the connection (returned with it) ends when
+    /// the connection is lost, saying so as `what`. Locks taken on it last as long as it does.
+    async fn listening(
+        &self,
+        channel: &str,
+        what: &'static str,
+        mut heard: impl FnMut(&str) + Send + 'static,
+        doing: &str,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), StoreError> {
+        use futures_util::StreamExt as _;
+        let (client, mut connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| StoreError::db(doing, e))?;
+        let driver = tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => heard(n.payload()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!("{what}: its database connection was lost: {e}");
+                        break;
+                    }
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .map_err(|e| StoreError::db(doing, e))?;
+        Ok((client, driver))
     }
 
     /// The operations on `tenant`'s data, every one scoped to it.

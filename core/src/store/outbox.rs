@@ -209,6 +209,7 @@ impl TenantStore<'_> {
                     updated_at = now()
                  WHERE tenant_id = $1 AND device_id = $2
                    AND ($7::text IS NULL OR state = $7)
+                   AND ($8::bigint IS NULL OR (internal_id = $8 AND lease_epoch = $9))
                  RETURNING internal_id, event_seq",
                 &[
                     &tenant.0,
@@ -218,10 +219,31 @@ impl TenantStore<'_> {
                     &jid,
                     &count,
                     &change.only_from.map(|s| s.as_str()),
+                    &change.fence.map(|f| f.row),
+                    &change.fence.map(|f| f.epoch),
                 ],
             )
-            .await?
-            .ok_or_else(not_found)?;
+            .await?;
+        let Some(row) = row else {
+            // Told apart only when it matters: a fenced write that found its row under
+            // another epoch lost its lease (a row gone is a device deleted, whatever took its
+            // id since).
+            if let Some(fence) = change.fence
+                && tx
+                    .query_opt(
+                        "SELECT 1 FROM devices WHERE internal_id = $1 AND lease_epoch <> $2",
+                        &[&fence.row, &fence.epoch],
+                    )
+                    .await?
+                    .is_some()
+            {
+                return Err(StoreError::LeaseLost {
+                    tenant,
+                    device_id: id.clone(),
+                });
+            }
+            return Err(not_found());
+        };
         if change.link == Link::End {
             keys::delete_key_rows(&tx, row.get(0)).await?;
         }

@@ -1,11 +1,21 @@
 //! The standalone `wagate-sandbox` binary and its JSON control API.
 
 use serde_json::{Value, json};
+use wagate_sandbox::ConnectionRecord;
 
 use crate::standalone::Standalone;
 
 async fn post(base: &str, path: &str, body: &str) -> (u16, Value) {
     crate::support::control_post(base, path, body).await
+}
+
+async fn get<T: serde::de::DeserializeOwned>(base: &str, path: &str) -> T {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .expect("control API answers")
+        .json()
+        .await
+        .expect("JSON body of the expected shape")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,4 +118,33 @@ async fn the_server_incidents_are_played_through_the_control_api() {
         (200, json!({ "refused": "critical_block" }))
     );
     assert_eq!(offline_status, 404, "no such companion");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_history_and_stats_are_served_as_json() {
+    let sandbox = Standalone::start();
+    let mut client = crate::support::TestClient::at(&sandbox.ws, 10).await;
+    let (qr, _) = client.next_qr().await;
+    let (status, linked) = post(
+        &sandbox.base,
+        "/phone/scan",
+        &json!({ "qr": qr }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{linked}");
+    client.connected().await;
+
+    let history: Vec<ConnectionRecord> = get(&sandbox.base, "/history").await;
+    let stats: Value = get(&sandbox.base, "/stats").await;
+
+    let login = history
+        .iter()
+        .find(|r| r.jid.as_deref() == linked["jid"].as_str())
+        .unwrap_or_else(|| panic!("a record of the login: {history:#?}"));
+    assert!(login.logged_in_at_ms.is_some(), "{login:?}");
+    assert_eq!(login.closed_at_ms, None, "still online: {login:?}");
+    assert_eq!(
+        stats,
+        json!({ "connections_made": history.len(), "replaced_total": 0 })
+    );
 }

@@ -23,6 +23,8 @@ pub mod pg;
 
 #[cfg(test)]
 pub mod browser;
+#[cfg(all(test, feature = "sandbox"))]
+pub mod cluster;
 pub mod nats;
 // The real binary exists only for the test target (the benchmarks share this module).
 #[cfg(all(test, feature = "sandbox"))]
@@ -163,6 +165,8 @@ impl Gateway {
             },
             metrics_listen: options.metrics_listen,
             metrics_per_tenant: options.metrics_per_tenant,
+            node: wagate_core::engine::NodeConfig::default(),
+            cluster_secret: None,
             #[cfg(feature = "sandbox")]
             sandbox_control: sandbox.http_url(),
         })

@@ -116,6 +116,15 @@ impl Wagate {
         self.child.wait().expect("wagate ends")
     }
 
+    /// Sends signal `name` (`STOP`, `CONT`, …) and returns at once.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIG{name} delivered");
+    }
+
     /// `kill -9`: no shutdown, no cleanup.
     pub fn kill(mut self) {
         let _ = self.child.kill();

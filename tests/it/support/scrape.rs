@@ -21,7 +21,7 @@ pub struct Sample {
 /// The samples of one scrape.
 #[derive(Debug, Clone)]
 pub struct Scrape {
-    /// Every sample by `name{label="value",…}`, labels sorted by name.
+    /// Every sample by `name{label="value",…}`, labels sorted by name, without `node`.
     pub samples: HashMap<String, f64>,
     /// Every sample, in the order written.
     pub series: Vec<Sample>,
@@ -40,9 +40,12 @@ impl Scrape {
         let samples = series
             .iter()
             .map(|s| {
+                // Every series carries its node's id; lookups name the labels that tell
+                // series of one node apart.
                 let labels: Vec<(&str, &str)> = s
                     .labels
                     .iter()
+                    .filter(|(k, _)| k != "node")
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
                 (key(&s.name, &labels), s.value)

@@ -56,6 +56,9 @@ const TABLES: &[&str] = &[
     "wa_device",
 ];
 
+/// Holds the device row while a fenced write runs, if its lease still has the writer's epoch.
+const FENCE: &str = "SELECT 1 FROM devices WHERE internal_id = $1 AND lease_epoch = $2 FOR SHARE";
+
 /// whatsapp-rust's storage backend for one device, on the shared PostgreSQL pool.
 ///
 /// Cheap to clone; clones share the pool and address the same device. Get one with
@@ -65,6 +68,10 @@ pub struct PgBackend {
     pool: Pool,
     device: i64,
     fence: Arc<Fence>,
+    /// The lease epoch of the session that uses it: every write checks it, in its transaction,
+    /// against the device's, under a share lock that a takeover's update waits for. `None`
+    /// writes unfenced (the conformance tests, which hold no lease).
+    epoch: Option<i64>,
 }
 
 /// Closes a backend to its client's stragglers.
@@ -149,7 +156,9 @@ impl PgBackend {
         Ok((client, statement))
     }
 
-    /// Runs one statement (prepared once per connection) and returns the rows it changed.
+    /// Runs one statement (prepared once per connection) and returns the rows it changed; with
+    /// an epoch, only while the device's lease still has it (every write of the backend comes
+    /// here).
     async fn execute(
         &self,
         doing: &str,
@@ -157,11 +166,35 @@ impl PgBackend {
         params: &[&(dyn ToSql + Sync)],
     ) -> WaResult<u64> {
         let _pass = self.admit().await?;
-        let (client, statement) = self.prepared(doing, sql).await?;
-        client
-            .execute(&statement, params)
+        let (mut client, statement) = self.prepared(doing, sql).await?;
+        let Some(epoch) = self.epoch else {
+            return client
+                .execute(&statement, params)
+                .await
+                .map_err(|e| self.db_error(doing, e));
+        };
+        let fence = client
+            .prepare_cached(FENCE)
             .await
-            .map_err(|e| self.db_error(doing, e))
+            .map_err(|e| self.db_error(doing, e))?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| self.db_error(doing, e))?;
+        // Sent together: the write is rolled back when the fence finds another epoch.
+        let fence_params: [&(dyn ToSql + Sync); 2] = [&self.device, &epoch];
+        let (holds, changed) = tokio::join!(
+            tx.query_opt(&fence, &fence_params),
+            tx.execute(&statement, params)
+        );
+        if holds.map_err(|e| self.db_error(doing, e))?.is_none() {
+            return Err(WaStoreError::Connection(Box::new(
+                StoreError::KeyStoreFenced(self.device),
+            )));
+        }
+        let changed = changed.map_err(|e| self.db_error(doing, e))?;
+        tx.commit().await.map_err(|e| self.db_error(doing, e))?;
+        Ok(changed)
     }
 
     /// Runs one query and returns its rows.
@@ -240,17 +273,27 @@ fn merge_duplicates<K: Eq + Hash + Clone, V>(
 }
 
 impl TenantStore<'_> {
-    /// whatsapp-rust's storage backend for the tenant's device `id`; `None` if the tenant has no
-    /// such device.
+    /// whatsapp-rust's storage backend for the tenant's device `id`, its writes fenced by
+    /// `lease` when given; `None` if the tenant has no such device (or, with a lease, if the
+    /// device is not the row leased: it was deleted and created again since).
     ///
     /// The backend stays bound to the device's row: once the device is deleted its key rows are
-    /// gone with it and writes through the backend fail.
-    pub async fn key_store(&self, id: &DeviceId) -> Result<Option<PgBackend>, StoreError> {
-        Ok(self.device_internal_id(id).await?.map(|device| PgBackend {
-            pool: self.store.pool.clone(),
-            device,
-            fence: Arc::default(),
-        }))
+    /// gone with it and writes through the backend fail; once another node acquired the
+    /// device's lease, they fail too.
+    pub async fn key_store(
+        &self,
+        id: &DeviceId,
+        lease: Option<super::Lease>,
+    ) -> Result<Option<PgBackend>, StoreError> {
+        let row = self.device_internal_id(id).await?;
+        Ok(row
+            .filter(|row| lease.is_none_or(|l| l.row == *row))
+            .map(|device| PgBackend {
+                pool: self.store.pool.clone(),
+                device,
+                fence: Arc::default(),
+                epoch: lease.map(|l| l.epoch),
+            }))
     }
 }
 
