@@ -390,20 +390,25 @@ impl Cluster {
             }
             if progress.elapsed() >= PROGRESS {
                 progress = Instant::now();
+                let membership = self.membership().await;
                 eprintln!(
                     "  … {what}: {}; {}",
                     view.describe(self.settings.devices),
-                    self.membership().await
+                    membership.text
                 );
+                if !membership.dead.is_empty() {
+                    self.give_up(what, &view).await;
+                }
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
     /// The running nodes as the others see them: how long ago each renewed its heartbeat and
-    /// whether it holds its lock. A node that does neither is dead to the cluster whether or not
-    /// its process runs, and gets no devices.
-    async fn membership(&self) -> String {
+    /// whether it holds its lock. A node that has done neither for a lease's expiry is dead to
+    /// the cluster whether or not its process runs: it gets no devices, so waiting for balance
+    /// is pointless.
+    async fn membership(&self) -> Membership {
         let ids = self.ids();
         let rows = self
             .sql
@@ -421,19 +426,33 @@ impl Cluster {
             )
             .await
             .expect("the nodes are read");
-        let nodes: Vec<String> = rows
-            .iter()
-            .map(|row| {
-                let (id, age, locked): (i32, f64, bool) = (row.get(0), row.get(1), row.get(2));
-                let lock = if locked { "holds its lock" } else { "NO LOCK" };
-                format!("node {id}: heartbeat {age:.1} s ago, {lock}")
-            })
-            .collect();
-        nodes.join(", ")
+        let mut nodes = Vec::new();
+        let mut dead = Vec::new();
+        for row in &rows {
+            let (id, age, locked): (i32, f64, bool) = (row.get(0), row.get(1), row.get(2));
+            let lock = if locked { "holds its lock" } else { "NO LOCK" };
+            nodes.push(format!("node {id}: heartbeat {age:.1} s ago, {lock}"));
+            if !locked && age > self.settings.lease_expiry as f64 {
+                dead.push(id);
+            }
+        }
+        Membership {
+            text: nodes.join(", "),
+            dead,
+        }
     }
 
     async fn give_up(&self, what: &str, view: &View) -> ! {
         let membership = self.membership().await;
+        let verdict = if membership.dead.is_empty() {
+            format!("not done within {PATIENCE:?}")
+        } else {
+            format!(
+                "given up: node(s) {:?} run but hold no lock and renew no heartbeat, so the \
+                 cluster counts them dead and gives them no devices",
+                membership.dead
+            )
+        };
         let logs: Vec<String> = self
             .nodes
             .iter()
@@ -448,11 +467,20 @@ impl Cluster {
             })
             .collect();
         panic!(
-            "{what}: not done within {PATIENCE:?}; {}; {membership}\n{}",
+            "{what}: {verdict}; {}; {}\n{}",
             view.describe(self.settings.devices),
+            membership.text,
             logs.join("\n")
         )
     }
+}
+
+/// The running nodes as the database sees them.
+struct Membership {
+    /// Each one's heartbeat and lock, to print.
+    text: String,
+    /// Those the cluster counts dead although their process runs.
+    dead: Vec<i32>,
 }
 
 /// Where the devices stand, from the database and the sandbox.
@@ -817,12 +845,16 @@ async fn main() {
         }
         if progress.elapsed() >= PROGRESS {
             progress = Instant::now();
+            let membership = cluster.membership().await;
             eprintln!(
                 "  … failover: {}; {back}/{} moved devices back at WhatsApp; {}",
                 view.describe(n),
                 moving.len(),
-                cluster.membership().await
+                membership.text
             );
+            if !membership.dead.is_empty() {
+                cluster.give_up("failover", &view).await;
+            }
         }
         tokio::time::sleep(POLL).await;
     }

@@ -26,6 +26,10 @@ use crate::store::{AcquiredDevice, DeviceChange, HeldLease, Lease, NodeLink, Sto
 /// Sessions stopped at once when devices move (a handover, a rebalance).
 const MOVE_BATCH: usize = 64;
 
+/// How often a node looks for devices without a live owner besides its heartbeats and the
+/// notifications: a process that dies notifies no one, and its lock is gone at once.
+const ORPHAN_WATCH: Duration = Duration::from_secs(1);
+
 /// How long a node whose own connection was lost waits between attempts to join again.
 const REJOIN_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -40,17 +44,35 @@ enum Control {
 /// The membership task and the way to it; the task is aborted with the manager.
 pub(super) struct MembershipHandle {
     control: mpsc::Sender<Control>,
+    /// The receiving end, until the task starts with it.
+    requests: Mutex<Option<mpsc::Receiver<Control>>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl MembershipHandle {
-    pub(super) fn start(manager: Weak<DeviceManager>, link: NodeLink, public_url: String) -> Self {
+    /// The handle of a task not started yet: it needs the manager, which holds the handle.
+    pub(super) fn new() -> Self {
         let (control, requests) = mpsc::channel(4);
-        let task = tokio::spawn(run(manager, link, public_url, requests));
         Self {
             control,
-            task: Mutex::new(Some(task)),
+            requests: Mutex::new(Some(requests)),
+            task: Mutex::new(None),
         }
+    }
+
+    /// Starts the task for `manager`, once it is built: a task started while the manager is
+    /// being built could not reach it, and the node would never beat.
+    pub(super) fn start(&self, manager: Weak<DeviceManager>, link: NodeLink, public_url: String) {
+        let Some(requests) = self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let task = tokio::spawn(run(manager, link, public_url, requests));
+        *self.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
     }
 
     async fn ask(&self, request: impl FnOnce(oneshot::Sender<()>) -> Control) {
@@ -78,11 +100,14 @@ async fn run(
     };
     let mut ticker = tokio::time::interval(config.heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = tokio::time::interval(ORPHAN_WATCH.min(config.heartbeat));
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renewed = Instant::now();
     let mut draining = false;
     loop {
         let heartbeat = tokio::select! {
             _ = ticker.tick() => true,
+            _ = watch.tick() => false,
             alive = link.notified() => {
                 if !alive {
                     let Some(m) = manager.upgrade() else { return };

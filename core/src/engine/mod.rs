@@ -380,7 +380,7 @@ impl DeviceManager {
         });
         let node = NodeState::new(config.node.clone());
         node.set_id(link.id());
-        Arc::new_cyclic(|manager| Self {
+        let manager = Arc::new(Self {
             housekeeping,
             ctx: Arc::new(EngineContext {
                 store,
@@ -391,8 +391,12 @@ impl DeviceManager {
             }),
             sessions: Mutex::new(HashMap::new()),
             restoring: RestoreTracker::default(),
-            membership: membership::MembershipHandle::start(manager.clone(), link, public_url),
-        })
+            membership: membership::MembershipHandle::new(),
+        });
+        manager
+            .membership
+            .start(Arc::downgrade(&manager), link, public_url);
+        manager
     }
 
     /// The store the manager works on.
