@@ -31,7 +31,28 @@ impl<A> StallGuarded<A> {
     }
 }
 
-impl<A: Acceptor> Acceptor for StallGuarded<A> {
+/// A connection whose writes go out as they are made (`TCP_NODELAY`): an answer is written in
+/// pieces (its head, then its body; an event stream's events one by one), and with Nagle's
+/// algorithm a small piece waits for the client's delayed acknowledgement of the previous one,
+/// up to 40 ms per answer on a kept-alive connection.
+pub trait NoDelay {
+    /// Turns Nagle's algorithm off for this connection.
+    fn no_delay(&self);
+}
+
+impl NoDelay for tokio::net::TcpStream {
+    fn no_delay(&self) {
+        if let Err(e) = self.set_nodelay(true) {
+            // The connection still works, only slower; nothing for the client to act on.
+            tracing::debug!("TCP_NODELAY not set on an accepted connection: {e}");
+        }
+    }
+}
+
+impl<A: Acceptor> Acceptor for StallGuarded<A>
+where
+    A::Io: NoDelay,
+{
     type Io = StallGuard<A::Io>;
 
     fn local_addr(&self) -> Vec<LocalAddr> {
@@ -45,6 +66,7 @@ impl<A: Acceptor> Acceptor for StallGuarded<A> {
         let accepted = self.inner.accept();
         async move {
             let (io, local, remote, scheme) = accepted.await?;
+            io.no_delay();
             let io = StallGuard {
                 io,
                 limit,
@@ -133,5 +155,31 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for StallGuard<Io> {
         let this = self.get_mut();
         let outcome = Pin::new(&mut this.io).poll_shutdown(cx);
         this.judge(cx, outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use poem::listener::{Listener, TcpListener};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_write_without_waiting_for_acknowledgements() {
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .expect("bound");
+        let address = *acceptor.local_addr()[0]
+            .as_socket_addr()
+            .expect("a socket address");
+        let mut guarded = StallGuarded::new(acceptor, DEFAULT_WRITE_STALL);
+        let client = tokio::net::TcpStream::connect(address);
+        let (accepted, _client) = tokio::join!(guarded.accept(), client);
+        let (io, _, _, _) = accepted.expect("accepted");
+        assert!(
+            io.io.nodelay().expect("readable option"),
+            "TCP_NODELAY is on"
+        );
     }
 }
