@@ -457,7 +457,7 @@ impl DeviceManager {
                         .is_some_and(|n| n != me && node.takes_devices(n))
                 })
                 .filter_map(|(k, h)| {
-                    let lease = h.lease.acquired_before(Instant::now())?;
+                    let lease = h.lease.lease()?;
                     Some((k.clone(), h.commands.clone(), lease))
                 })
                 .take(MOVE_BATCH)
@@ -523,7 +523,7 @@ impl DeviceManager {
             }
             let released: Vec<HeldLease> = futures_util::stream::iter(batch)
                 .map(|(key, handle)| async move {
-                    let lease = handle.lease.acquired_before(Instant::now());
+                    let lease = handle.lease.lease();
                     handle.stop().await;
                     lease.map(|lease| HeldLease {
                         tenant: key.tenant,

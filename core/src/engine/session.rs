@@ -28,7 +28,7 @@ use crate::domain::DeviceState;
 use crate::events::{EngineEventKind, LoginFailure, NewEvent};
 use crate::metrics::{ConnectionMark, LoginAttempt, LoginMethod};
 use crate::store::keys::PgBackend;
-use crate::store::{DeviceChange, Lease, Link, StoreError, TenantStore};
+use crate::store::{DeviceChange, Lease, LeaseHolder, Link, StoreError, TenantStore};
 use pair_code::PairCodeFlow;
 
 type Reply<T> = oneshot::Sender<Result<T, LoginError>>;
@@ -1007,29 +1007,34 @@ impl Session {
             return LoginError::DeviceNotFound(self.device().clone());
         }
         // A failure of the key store under a lease that moved on (its writes were fenced).
-        if self.leased.is_some() && self.lease_moved().await {
-            self.lost = true;
-            return self.superseded().await;
+        if let Some(leased) = self.leased {
+            let holder = self.lease_holder().await;
+            if holder.is_some_and(|h| h.epoch != leased.epoch) {
+                self.lost = true;
+                return self.superseded_by(holder);
+            }
         }
         e
     }
 
-    /// Whether the device's lease is no longer this session's.
-    async fn lease_moved(&self) -> bool {
-        match self.store().lease(&self.key.device).await {
-            Ok(Some(holder)) => self.leased.is_some_and(|l| l.epoch != holder.epoch),
-            _ => false,
-        }
+    /// Who holds the device's lease now; `None` when the device is gone or the look-up failed.
+    async fn lease_holder(&self) -> Option<LeaseHolder> {
+        self.store().lease(&self.key.device).await.ok().flatten()
     }
 
-    /// Why this session's callers are turned away once its lease moved on: a newer session of
-    /// the device on this node (one started while a deletion stopped this one) cancelled the
-    /// login; another node owning the device means it moved.
+    /// Why this session's callers are turned away once its lease moved on.
     async fn superseded(&self) -> LoginError {
-        let here = match self.store().lease(&self.key.device).await {
-            Ok(Some(holder)) => holder.node.is_none_or(|n| n == self.ctx.node.id()),
-            _ => true,
-        };
+        let holder = self.lease_holder().await;
+        self.superseded_by(holder)
+    }
+
+    /// Why, given the lease's `holder` now: a newer session of the device on this node (one
+    /// started while a deletion stopped this one) cancelled the login; another node owning the
+    /// device means it moved.
+    fn superseded_by(&self, holder: Option<LeaseHolder>) -> LoginError {
+        let here = holder
+            .and_then(|h| h.node)
+            .is_none_or(|n| n == self.ctx.node.id());
         if here {
             tracing::debug!("a newer session of this device took its lease; this one stops");
             LoginError::Cancelled(self.device().clone())
