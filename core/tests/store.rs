@@ -907,6 +907,8 @@ mod devices {
 
 mod qr_images {
     use super::*;
+    use wagate_core::engine::qr_png;
+    use wagate_core::store::QrImage;
 
     fn in_a_minute() -> chrono::DateTime<Utc> {
         Utc::now() + chrono::Duration::minutes(1)
@@ -922,13 +924,39 @@ mod qr_images {
         let tenant = tenant(&store).await;
         let id = device_id("phone-1");
         add_device(&store, tenant.id, &id).await;
-        let png = b"\x89PNG fake".to_vec();
+        let code = "2@ref,noise,identity,adv";
         let image = store
             .tenant(tenant.id)
-            .put_qr_image(&id, png.clone(), in_a_minute())
+            .put_qr_image(&id, code, in_a_minute())
             .await
             .unwrap();
-        assert_eq!(store.qr_image(image).await.unwrap(), Some(png));
+        assert_eq!(
+            store.qr_image(image).await.unwrap(),
+            Some(QrImage::Code(code.to_string()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_qr_image_is_rendered_on_its_first_fetch_and_kept() {
+        let store = store().await;
+        let tenant = tenant(&store).await;
+        let id = device_id("phone-1");
+        add_device(&store, tenant.id, &id).await;
+        let image = store
+            .tenant(tenant.id)
+            .put_qr_image(&id, "2@ref,noise,identity,adv", in_a_minute())
+            .await
+            .unwrap();
+
+        let png = qr_png(&store, image).await.unwrap().expect("served");
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+        assert_eq!(
+            store.qr_image(image).await.unwrap(),
+            Some(QrImage::Png(png.clone())),
+            "the rendering is kept for the next fetch"
+        );
+        store.keep_qr_png(image, b"another").await.unwrap();
+        assert_eq!(qr_png(&store, image).await.unwrap(), Some(png));
     }
 
     #[tokio::test]
@@ -939,7 +967,7 @@ mod qr_images {
         add_device(&store, tenant.id, &id).await;
         let image = store
             .tenant(tenant.id)
-            .put_qr_image(&id, vec![1], a_minute_ago())
+            .put_qr_image(&id, "one", a_minute_ago())
             .await
             .unwrap();
         assert_eq!(store.qr_image(image).await.unwrap(), None);
@@ -953,16 +981,19 @@ mod qr_images {
         add_device(&store, tenant.id, &id).await;
         store
             .tenant(tenant.id)
-            .put_qr_image(&id, vec![1], a_minute_ago())
+            .put_qr_image(&id, "one", a_minute_ago())
             .await
             .unwrap();
         let live = store
             .tenant(tenant.id)
-            .put_qr_image(&id, vec![2], in_a_minute())
+            .put_qr_image(&id, "two", in_a_minute())
             .await
             .unwrap();
         assert_eq!(store.purge_expired_qr_images().await.unwrap(), 1);
-        assert_eq!(store.qr_image(live).await.unwrap(), Some(vec![2]));
+        assert_eq!(
+            store.qr_image(live).await.unwrap(),
+            Some(QrImage::Code("two".into()))
+        );
     }
 
     #[tokio::test]
@@ -973,7 +1004,7 @@ mod qr_images {
         add_device(&store, tenant.id, &id).await;
         let image = store
             .tenant(tenant.id)
-            .put_qr_image(&id, vec![1], in_a_minute())
+            .put_qr_image(&id, "one", in_a_minute())
             .await
             .unwrap();
         store.tenant(tenant.id).delete_device(&id).await.unwrap();
@@ -988,7 +1019,7 @@ mod qr_images {
         add_device(&store, owner.id, &id).await;
         let err = store
             .tenant(other.id)
-            .put_qr_image(&id, vec![1], in_a_minute())
+            .put_qr_image(&id, "one", in_a_minute())
             .await
             .unwrap_err();
         assert!(
@@ -1263,6 +1294,127 @@ mod outbox {
             .create_endpoint(&endpoint(events, devices), "whsec_x")
             .await
             .unwrap()
+    }
+
+    /// Waits until a statement on the database at `url` waits for a lock another holds.
+    async fn until_one_waits_for_a_lock(url: &str) {
+        let watcher = support::sql(url).await;
+        for _ in 0..500 {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no statement came to wait for a lock within 5 s");
+    }
+
+    #[tokio::test]
+    async fn deleting_an_endpoint_outlasts_a_deadlock_with_a_batch_update_of_its_deliveries() {
+        let url = support::fresh_database_url().await;
+        let store = Store::connect(&url).await.unwrap();
+        let tenant = tenant(&store).await.id;
+        let d1 = device_id("d1");
+        add_device(&store, tenant, &d1).await;
+        let hook = hook(&store, tenant, &["state_changed"], None).await;
+        for _ in 0..2 {
+            store
+                .tenant(tenant)
+                .record_events(&d1, DeviceChange::default(), vec![state_changed()])
+                .await
+                .unwrap();
+        }
+        // A batch (as the dispatcher settles one) holds the newer delivery, which the
+        // cascade reaches last (it scans the small table in the order rows were written), and
+        // then wants the older one while the delete holds it.
+        let batch = support::sql(&url).await;
+        batch.batch_execute("BEGIN").await.unwrap();
+        batch
+            .execute(
+                "UPDATE webhook_deliveries SET lease_owner = 1 WHERE id =
+                    (SELECT id FROM webhook_deliveries ORDER BY created_at DESC LIMIT 1)",
+                &[],
+            )
+            .await
+            .unwrap();
+        let deleting = {
+            let store = store.clone();
+            tokio::spawn(async move { store.tenant(tenant).delete_endpoint(hook.id).await })
+        };
+        until_one_waits_for_a_lock(&url).await;
+        batch
+            .execute(
+                "UPDATE webhook_deliveries SET lease_owner = 1 WHERE lease_owner IS NULL",
+                &[],
+            )
+            .await
+            .expect("the delete, which waited first, is the deadlock's victim");
+        batch.batch_execute("COMMIT").await.unwrap();
+
+        let deleted = deleting.await.unwrap();
+        assert!(
+            matches!(deleted, Ok(true)),
+            "the delete ran again after the deadlock: {deleted:?}"
+        );
+        let left: i64 = batch
+            .query_one("SELECT count(*) FROM webhook_deliveries", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "the endpoint's deliveries went with it");
+    }
+
+    #[tokio::test]
+    async fn events_recorded_while_their_endpoint_is_deleted_are_kept() {
+        let url = support::fresh_database_url().await;
+        let store = Store::connect(&url).await.unwrap();
+        let tenant = tenant(&store).await.id;
+        let d1 = device_id("d1");
+        add_device(&store, tenant, &d1).await;
+        let hook = hook(&store, tenant, &["state_changed"], None).await;
+        let deleting = support::sql(&url).await;
+        deleting
+            .batch_execute(&format!(
+                "BEGIN; DELETE FROM webhook_endpoints WHERE id = '{}'",
+                hook.id
+            ))
+            .await
+            .unwrap();
+        let recording = {
+            let store = store.clone();
+            let d1 = d1.clone();
+            tokio::spawn(async move {
+                store
+                    .tenant(tenant)
+                    .record_events(&d1, DeviceChange::default(), vec![state_changed()])
+                    .await
+            })
+        };
+        until_one_waits_for_a_lock(&url).await;
+        deleting.batch_execute("COMMIT").await.unwrap();
+
+        let recorded = recording
+            .await
+            .unwrap()
+            .expect("the event is recorded though its endpoint went meanwhile");
+        let (events, deliveries): (i64, i64) = deleting
+            .query_one(
+                "SELECT (SELECT count(*) FROM events WHERE id = $1),
+                        (SELECT count(*) FROM webhook_deliveries)",
+                &[&recorded[0].id],
+            )
+            .await
+            .map(|row| (row.get(0), row.get(1)))
+            .unwrap();
+        assert_eq!((events, deliveries), (1, 0));
     }
 
     #[tokio::test]

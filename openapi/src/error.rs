@@ -3,7 +3,7 @@
 use poem::http::StatusCode;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum};
-use wagate_core::engine::LoginError;
+use wagate_core::engine::{LoginError, QrFetchError};
 use wagate_core::store::StoreError;
 
 use crate::envelope::ErrorEnvelope;
@@ -283,6 +283,15 @@ impl From<StoreError> for ApiError {
             // The caller's tenant was deleted after its credential was checked: that credential
             // is no longer any tenant's.
             StoreError::TenantNotFound(_) => Self::unauthorized(),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<QrFetchError> for ApiError {
+    fn from(e: QrFetchError) -> Self {
+        match e {
+            QrFetchError::Store(e) => e.into(),
             other => Self::internal(other),
         }
     }

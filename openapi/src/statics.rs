@@ -8,6 +8,7 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::types::Example;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
+use wagate_core::engine::qr_png;
 
 use crate::envelope::envelope;
 use crate::error::ErrorCode;
@@ -113,7 +114,7 @@ impl StaticsApi {
             .and_then(|rest| rest.strip_suffix(QR_IMAGE_SUFFIX))
             .and_then(|uuid| Uuid::parse_str(uuid).ok())
             .ok_or_else(gone)?;
-        let png = state.manager.store().qr_image(id).await?.ok_or_else(gone)?;
+        let png = qr_png(state.manager.store(), id).await?.ok_or_else(gone)?;
         Ok(QrImageResponse::Png(Binary(png), "no-store".to_string()))
     }
 

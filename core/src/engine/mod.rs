@@ -31,7 +31,7 @@ pub use http::ReqwestHttp;
 pub use passkey::{InvalidPasskeyAssertion, PasskeyAssertion};
 pub use phone::{InvalidPhone, PhoneNumber};
 pub use placement::{NodeConfig, Peer, Placement};
-pub use qr_image::{QR_IMAGE_SIZE, QrImageError, render_png};
+pub use qr_image::{QR_IMAGE_SIZE, QrFetchError, QrImageError, qr_png, render_png};
 pub use restore::RestoreProgress;
 
 use placement::NodeState;
@@ -341,8 +341,8 @@ impl SessionHandle {
 /// Commands queued per device before callers wait.
 const COMMAND_QUEUE: usize = 64;
 
-/// Devices reconnected at once by a start-up restore.
-const RESTORE_BATCH: usize = 32;
+/// Devices reconnected at once by a start-up restore (and logged out at once by a tenant delete).
+const RESTORE_IN_FLIGHT: usize = 32;
 
 /// How often expired QR images are deleted.
 const QR_PURGE_INTERVAL: Duration = Duration::from_secs(60);
@@ -584,7 +584,7 @@ impl DeviceManager {
                     Err(e) => Err(e),
                 }
             })
-            .buffer_unordered(RESTORE_BATCH);
+            .buffer_unordered(RESTORE_IN_FLIGHT);
         while let Some(deleted) = deletions.next().await {
             deleted?;
         }
@@ -605,10 +605,10 @@ impl DeviceManager {
     }
 
     /// Reconnects every linked device no live node owns that belongs on this node (every one,
-    /// for a node alone) from its stored keys, a batch at a time so a gateway with thousands of
+    /// for a node alone) from its stored keys, a few at a time so a gateway with thousands of
     /// devices comes up smoothly, and ends the logins a dead node left pending; returns how
-    /// many devices it started. Each batch
-    /// waits until its devices are logged in, have failed, or the login timeout passed. The API
+    /// many devices it started. At most [`RESTORE_IN_FLIGHT`] are under way at once; each is
+    /// through once it is logged in, has failed, or its login timeout passed. The API
     /// serves meanwhile: run this in its own task, and follow it with
     /// [`DeviceManager::restore_progress`].
     ///
@@ -641,25 +641,30 @@ impl DeviceManager {
         let devices = self.acquire_orphans(None).await?;
         self.restoring.found(devices.len());
         let mut logged_in = 0;
-        for batch in devices.chunks(RESTORE_BATCH) {
-            let mut settling = futures_util::stream::FuturesUnordered::new();
-            for device in batch {
+        // A window, not batches: the next device starts as soon as one settles, so one slow
+        // login holds back no other.
+        let mut waiting = devices.iter();
+        let mut settling = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while settling.len() < RESTORE_IN_FLIGHT
+                && let Some(device) = waiting.next()
+            {
                 let (settled, state) = oneshot::channel();
                 if self.resume_under(&device.lease, settled).await {
-                    settling.push(state);
+                    // Those the timeout leaves connecting carry on by themselves; the restore
+                    // is through with them.
+                    let deadline = tokio::time::Instant::now() + self.ctx.config.login_timeout;
+                    settling.push(tokio::time::timeout_at(deadline, state));
                 } else {
                     self.restoring.settled(1);
                 }
             }
-            let deadline = tokio::time::Instant::now() + self.ctx.config.login_timeout;
             // A session that ended without answering (its device was deleted) has settled too.
-            while let Ok(Some(state)) = tokio::time::timeout_at(deadline, settling.next()).await {
-                logged_in += usize::from(state == Ok(DeviceState::LoggedIn));
-                self.restoring.settled(1);
-            }
-            // Those the timeout left connecting carry on by themselves; the restore is through
-            // with them.
-            self.restoring.settled(settling.len());
+            let Some(state) = settling.next().await else {
+                break;
+            };
+            logged_in += usize::from(matches!(state, Ok(Ok(DeviceState::LoggedIn))));
+            self.restoring.settled(1);
         }
         // The caller reports how many were started; how many got back in is told here.
         tracing::debug!(linked = devices.len(), logged_in, "linked devices settled");

@@ -2,6 +2,9 @@
 
 use qrcode::{Color, EcLevel, QrCode};
 use thiserror::Error;
+use uuid::Uuid;
+
+use crate::store::{QrImage, Store, StoreError};
 
 /// Side of the rendered image in pixels: large enough to scan from a screen.
 pub const QR_IMAGE_SIZE: u32 = 512;
@@ -17,6 +20,51 @@ pub enum QrImageError {
     /// PNG encoding failed.
     #[error("qr code png could not be written: {0}")]
     Png(String),
+}
+
+/// A QR image could not be served.
+#[derive(Debug, Error)]
+pub enum QrFetchError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Its code could not be rendered.
+    #[error("qr image {image} could not be rendered: {source}")]
+    Render {
+        /// The image.
+        image: Uuid,
+        /// Why.
+        source: QrImageError,
+    },
+    /// The rendering thread ended without an answer.
+    #[error("the rendering of qr image {image} stopped: {detail}")]
+    Stopped {
+        /// The image.
+        image: Uuid,
+        /// What the thread said.
+        detail: String,
+    },
+}
+
+/// The PNG of QR image `image`, or `None` once it expired.
+///
+/// The image is rendered on its first fetch, on a blocking thread, and its PNG kept in the
+/// store for the next ones: a login whose image nobody fetches costs no rendering.
+pub async fn qr_png(store: &Store, image: Uuid) -> Result<Option<Vec<u8>>, QrFetchError> {
+    let code = match store.qr_image(image).await? {
+        None => return Ok(None),
+        Some(QrImage::Png(png)) => return Ok(Some(png)),
+        Some(QrImage::Code(code)) => code,
+    };
+    let png = tokio::task::spawn_blocking(move || render_png(&code))
+        .await
+        .map_err(|e| QrFetchError::Stopped {
+            image,
+            detail: e.to_string(),
+        })?
+        .map_err(|source| QrFetchError::Render { image, source })?;
+    store.keep_qr_png(image, &png).await?;
+    Ok(Some(png))
 }
 
 /// Renders `text` as a black-on-white, 512×512 grayscale PNG with medium error correction.

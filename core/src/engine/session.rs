@@ -22,7 +22,7 @@ use whatsapp_rust::types::events::Event;
 use super::client::{self, RunningClient, WireNotice};
 use super::{
     DeviceKey, EngineContext, LeaseCell, LoginError, PairCodeLogin, PasskeyAssertion, PhoneNumber,
-    QrLogin, render_png,
+    QrLogin,
 };
 use crate::domain::DeviceState;
 use crate::events::{EngineEventKind, LoginFailure, NewEvent};
@@ -559,14 +559,9 @@ impl Session {
     }
 
     async fn store_image(&self, code: &str, expires_at: DateTime<Utc>) -> Result<Uuid, LoginError> {
-        let text = code.to_string();
-        let png = tokio::task::spawn_blocking(move || render_png(&text))
-            .await
-            .map_err(|e| self.internal(format!("qr rendering stopped: {e}")))?
-            .map_err(|e| self.internal(e.to_string()))?;
         Ok(self
             .store()
-            .put_qr_image(&self.key.device, png, expires_at)
+            .put_qr_image(&self.key.device, code, expires_at)
             .await?)
     }
 

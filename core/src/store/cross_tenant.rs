@@ -42,22 +42,38 @@ use uuid::Uuid;
 use super::devices::{stored_id, stored_state};
 use super::link_tokens::{LinkToken, is_link_token, token_hash};
 use super::outbox::{CHANNEL, ClaimedDelivery, DeliveryOutcome, LOCK_CLASS, OutboxListener};
+use super::qr_images::QrImage;
 use super::tenants::{Credential, SUMMARY, TenantSummary, hash, summary, verify};
 use super::{Store, StoreError, Tx, violates};
 use crate::domain::{DeviceState, Tenant, TenantId};
 
 /// Public QR images.
 impl Store {
-    /// The PNG with this id, unless it expired. Not tenant-scoped: the id is the secret.
-    pub async fn qr_image(&self, image: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self
+    /// The QR image with this id, unless it expired. Not tenant-scoped: the id is the secret.
+    pub async fn qr_image(&self, image: Uuid) -> Result<Option<QrImage>, StoreError> {
+        let row = self
             .query_opt(
                 &format!("read QR image {image}"),
-                "SELECT png FROM qr_images WHERE id = $1 AND expires_at > now()",
+                "SELECT png, code FROM qr_images WHERE id = $1 AND expires_at > now()",
                 &[&image],
             )
-            .await?
-            .map(|row| row.get(0)))
+            .await?;
+        Ok(row.and_then(|row| match row.get::<_, Option<Vec<u8>>>(0) {
+            Some(png) => Some(QrImage::Png(png)),
+            None => row.get::<_, Option<String>>(1).map(QrImage::Code),
+        }))
+    }
+
+    /// Keeps the rendering `png` of QR image `image`, so that later fetches, on any node,
+    /// serve it without rendering again. A rendering kept already stays.
+    pub async fn keep_qr_png(&self, image: Uuid, png: &[u8]) -> Result<(), StoreError> {
+        self.execute(
+            &format!("keep the rendering of QR image {image}"),
+            "UPDATE qr_images SET png = $2 WHERE id = $1 AND png IS NULL",
+            &[&image, &png],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Deletes expired QR images of every tenant; returns how many.
@@ -172,7 +188,7 @@ impl Store {
     /// `DeviceManager::delete_tenant`, which logs them out first.
     pub async fn delete_tenant(&self, tenant: TenantId) -> Result<(), StoreError> {
         let deleted = self
-            .execute(
+            .execute_through_deadlocks(
                 &format!("delete tenant {tenant}"),
                 "DELETE FROM tenants WHERE id = $1",
                 &[&tenant.0],
@@ -417,7 +433,7 @@ impl Store {
             codes.push(code);
             errors.push(error);
         }
-        self.execute(
+        self.execute_through_deadlocks(
             doing,
             "UPDATE webhook_deliveries d SET
                 status = o.status,

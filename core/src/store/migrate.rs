@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "nodes",
         sql: include_str!("../../../migrations/0007_nodes.sql"),
     },
+    Migration {
+        version: 8,
+        name: "qr_rendered_on_fetch",
+        sql: include_str!("../../../migrations/0008_qr_rendered_on_fetch.sql"),
+    },
 ];
 
 /// Serialises migrations across every process sharing the database ("wagate:m" in ASCII).

@@ -42,6 +42,7 @@ pub use leases::{
 };
 pub use link_tokens::LinkToken;
 pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener};
+pub use qr_images::QrImage;
 pub use tenants::{Credential, TenantSummary};
 pub use webhooks::{
     DeliveryPage, DeliveryRecord, DeliveryStatus, DeviceFilterChange, Endpoint, EndpointPatch,
@@ -210,6 +211,12 @@ impl StoreError {
         }
     }
 
+    /// Whether PostgreSQL aborted the statement to break a deadlock it was part of.
+    fn is_deadlock(&self) -> bool {
+        matches!(self, Self::Database { source, .. }
+            if source.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED))
+    }
+
     /// `self`, or what `name` makes of a failed statement's answer when it has a better name
     /// for it (a taken name, a missing tenant); the few callers that expect such answers use
     /// this, every other failure stays [`StoreError::Database`].
@@ -248,6 +255,11 @@ fn violates(e: &tokio_postgres::Error, constraint: &str) -> bool {
         *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(constraint)
     })
 }
+
+/// How many times [`Store::execute_through_deadlocks`] runs a statement at most. A deadlock
+/// aborts one statement of the cycle and lets the others finish, so a second attempt usually
+/// succeeds; a third covers a new cycle with another batch.
+const DEADLOCK_ATTEMPTS: u32 = 3;
 
 /// Whether `e` is a foreign-key violation, i.e. the referenced row is gone.
 fn is_missing_reference(e: &tokio_postgres::Error) -> bool {
@@ -364,6 +376,28 @@ impl Store {
             .execute(sql, params)
             .await
             .map_err(|e| StoreError::db(doing, e))
+    }
+
+    /// [`Store::execute`] for a statement that locks many rows another statement may lock in
+    /// another order (a cascading delete against the dispatcher's batch updates): when
+    /// PostgreSQL aborts it to break a deadlock, nothing it did remains, so it runs again, up
+    /// to [`DEADLOCK_ATTEMPTS`] times in all.
+    async fn execute_through_deadlocks(
+        &self,
+        doing: &str,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<u64, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.execute(doing, sql, params).await {
+                Err(e) if e.is_deadlock() && attempt < DEADLOCK_ATTEMPTS => {
+                    tracing::debug!(attempt, "{e}: running it again");
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Runs one query on a pooled connection and returns its rows.

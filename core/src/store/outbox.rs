@@ -313,16 +313,22 @@ pub(super) async fn insert_events(
         ],
     )
     .await?;
+    // The endpoints are read under the share lock their deliveries' foreign keys take anyway,
+    // so an endpoint deleted meanwhile is skipped rather than failing the insert at its
+    // foreign-key check: the events are recorded whatever happens to an endpoint.
     let added = tx
         .execute(
             "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, next_attempt_at, expires_at)
              SELECT gen_random_uuid(), w.id, e.id, now(), e.expires_at
              FROM unnest($3::uuid[], $4::text[], $5::timestamptz[]) WITH ORDINALITY
                   AS e(id, type, expires_at, n)
-             JOIN webhook_endpoints w ON w.tenant_id = $1
-             WHERE CASE WHEN $6::uuid IS NOT NULL THEN w.id = $6
-                   ELSE w.enabled AND e.type = ANY(w.events)
-                        AND (w.device_ids IS NULL OR $2 = ANY(w.device_ids)) END
+             JOIN (SELECT id, events, device_ids FROM webhook_endpoints
+                   WHERE tenant_id = $1
+                     AND CASE WHEN $6::uuid IS NOT NULL THEN id = $6
+                         ELSE enabled AND events && $4
+                              AND (device_ids IS NULL OR $2 = ANY(device_ids)) END
+                   FOR KEY SHARE) w
+               ON $6::uuid IS NOT NULL OR e.type = ANY(w.events)
              ORDER BY e.n",
             &[&tenant.0, &device, &ids, &types, &expiries, &only_endpoint],
         )

@@ -8,12 +8,12 @@ use super::{StoreError, TenantStore};
 use crate::domain::DeviceId;
 
 impl TenantStore<'_> {
-    /// Stores a QR image of the tenant's device `id`, served until `expires_at`; returns the
-    /// image's id.
+    /// Stores the QR code `code` of the tenant's device `id`, served as an image until
+    /// `expires_at`; returns the image's id. The image is rendered when it is first fetched.
     pub async fn put_qr_image(
         &self,
         id: &DeviceId,
-        png: Vec<u8>,
+        code: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<Uuid, StoreError> {
         let tenant = self.tenant;
@@ -22,10 +22,10 @@ impl TenantStore<'_> {
             .store
             .execute(
                 &format!("store a QR image of device `{id}` of tenant {tenant}"),
-                "INSERT INTO qr_images (id, device_internal_id, png, expires_at)
+                "INSERT INTO qr_images (id, device_internal_id, code, expires_at)
                  SELECT $1, internal_id, $4, $5 FROM devices
                  WHERE tenant_id = $2 AND device_id = $3",
-                &[&image, &tenant.0, &id.as_str(), &png, &expires_at],
+                &[&image, &tenant.0, &id.as_str(), &code, &expires_at],
             )
             .await?;
         if inserted == 0 {
@@ -36,4 +36,14 @@ impl TenantStore<'_> {
         }
         Ok(image)
     }
+}
+
+/// A stored QR image, as [`Store::qr_image`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QrImage {
+    /// Rendered already: the PNG.
+    Png(Vec<u8>),
+    /// Not rendered yet: the code it shows. Render it and keep the PNG with
+    /// [`Store::keep_qr_png`].
+    Code(String),
 }

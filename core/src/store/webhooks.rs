@@ -325,7 +325,7 @@ impl TenantStore<'_> {
         let tenant = self.tenant;
         let deleted = self
             .store
-            .execute(
+            .execute_through_deadlocks(
                 &format!("delete webhook {id} of tenant {tenant}"),
                 "DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2",
                 &[&tenant.0, &id],
