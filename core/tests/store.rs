@@ -72,7 +72,8 @@ mod migrations {
                 (4, "passkey_state".to_string()),
                 (5, "event_replay".to_string()),
                 (6, "link_tokens".to_string()),
-                (7, "nodes".to_string())
+                (7, "nodes".to_string()),
+                (8, "qr_rendered_on_fetch".to_string())
             ]
         );
     }
@@ -82,7 +83,7 @@ mod migrations {
         let url = support::fresh_database_url().await;
         Store::connect(&url).await.unwrap();
         let store = Store::connect(&url).await.unwrap();
-        assert_eq!(applied(&url).await.len(), 7);
+        assert_eq!(applied(&url).await.len(), 8);
         support::tenant(&store).await;
     }
 
@@ -97,7 +98,7 @@ mod migrations {
         for result in connects.join_all().await {
             result.unwrap();
         }
-        assert_eq!(applied(&url).await.len(), 7);
+        assert_eq!(applied(&url).await.len(), 8);
     }
 }
 
