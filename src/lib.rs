@@ -21,7 +21,7 @@ use wagate_core::events::EventBus;
 use wagate_core::events::relay::EventRelay;
 use wagate_core::metrics::Metrics;
 use wagate_core::plugins::{PluginError, PluginHost, PluginSpec};
-use wagate_core::store::{Store, StoreError};
+use wagate_core::store::{DeviceCacheKeeper, Store, StoreError};
 use wagate_core::webhooks::{Dispatcher, WebhookConfig, WebhookError, Webhooks};
 use wagate_openapi::{AdminCredential, ApiState, PublicBase};
 
@@ -136,6 +136,7 @@ pub struct Running {
     stop_serving: Option<oneshot::Sender<()>>,
     restoring: AbortOnDrop<()>,
     relay: EventRelay,
+    device_rows: DeviceCacheKeeper,
     dispatcher: Dispatcher,
     plugins: PluginHost,
     cluster: Option<Cluster>,
@@ -210,6 +211,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .build()
         .map_err(StartError::Http)?;
     let dispatcher = Dispatcher::start(store.clone(), webhooks.clone(), metrics.clone()).await?;
+    // Every request for a device reads its row: kept in memory while every node's changes are
+    // heard.
+    let device_rows = store.keep_device_rows();
     let bus = EventBus::new();
     plugins.start(&bus);
     let public_base = PublicBase::new(public_url.as_deref(), local);
@@ -311,6 +315,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop_serving: Some(stop_serving),
         restoring,
         relay,
+        device_rows,
         dispatcher,
         plugins,
         cluster,
@@ -416,12 +421,14 @@ impl Running {
         self.manager.leave().await;
         let Running {
             relay,
+            device_rows,
             dispatcher,
             plugins,
             cluster,
             ..
         } = self;
         drop(relay);
+        drop(device_rows);
         dispatcher.shutdown().await;
         plugins.shutdown(PLUGIN_GRACE).await;
         if let Some(cluster) = cluster {

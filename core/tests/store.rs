@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
 use chrono::Utc;
-use support::{add_device, device_id, store, tenant};
+use support::{add_device, device_id, eventually_some, store, tenant};
 use wagate_core::domain::DeviceState;
 
 use wagate_core::cluster::{APP_ROLE, Cluster, ClusterOptions};
@@ -73,7 +73,8 @@ mod migrations {
                 (5, "event_replay".to_string()),
                 (6, "link_tokens".to_string()),
                 (7, "nodes".to_string()),
-                (8, "qr_rendered_on_fetch".to_string())
+                (8, "qr_rendered_on_fetch".to_string()),
+                (9, "device_changes".to_string())
             ]
         );
     }
@@ -83,7 +84,7 @@ mod migrations {
         let url = support::fresh_database_url().await;
         Store::connect(&url).await.unwrap();
         let store = Store::connect(&url).await.unwrap();
-        assert_eq!(applied(&url).await.len(), 8);
+        assert_eq!(applied(&url).await.len(), 9);
         support::tenant(&store).await;
     }
 
@@ -98,7 +99,7 @@ mod migrations {
         for result in connects.join_all().await {
             result.unwrap();
         }
-        assert_eq!(applied(&url).await.len(), 8);
+        assert_eq!(applied(&url).await.len(), 9);
     }
 }
 
@@ -870,19 +871,6 @@ mod devices {
         })
     }
 
-    /// Polls `probe` every 20 ms for up to 10 s until it finds something.
-    async fn eventually_some<T, F: std::future::Future<Output = Option<T>>>(
-        mut probe: impl FnMut() -> F,
-    ) -> T {
-        for _ in 0..500 {
-            if let Some(found) = probe().await {
-                return found;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("nothing found within 10 s")
-    }
-
     #[tokio::test]
     async fn a_device_has_an_internal_id_for_other_tables() {
         let store = store().await;
@@ -903,6 +891,168 @@ mod devices {
             .unwrap()
             .unwrap();
         assert_ne!(a, b);
+    }
+}
+
+mod device_rows {
+    use super::*;
+    use wagate_core::domain::{DeviceId, TenantId};
+    use wagate_core::store::{DeviceCacheKeeper, DeviceChange};
+
+    /// Starts keeping `store`'s device rows and waits until it hears every change.
+    async fn keeping(store: &Store) -> DeviceCacheKeeper {
+        let keeper = store.keep_device_rows();
+        eventually_some(|| async { keeper.listening().then_some(()) }).await;
+        keeper
+    }
+
+    async fn set_state(store: &Store, tenant: TenantId, id: &DeviceId, state: DeviceState) {
+        let change = DeviceChange {
+            state: Some(state),
+            ..DeviceChange::default()
+        };
+        store
+            .tenant(tenant)
+            .record_events(id, change, Vec::new())
+            .await
+            .expect("the change is recorded");
+    }
+
+    async fn state(store: &Store, tenant: TenantId, id: &DeviceId) -> Option<DeviceState> {
+        let found = store.tenant(tenant).find_device(id).await.unwrap();
+        found.map(|d| d.state)
+    }
+
+    /// Two stores on one database: two nodes; and the database's URL.
+    async fn two_nodes() -> (Store, Store, String) {
+        let url = support::fresh_database_url().await;
+        let here = Store::connect(&url).await.unwrap();
+        let there = Store::connect(&url).await.unwrap();
+        (here, there, url)
+    }
+
+    #[tokio::test]
+    async fn a_lost_listening_connection_drops_the_kept_rows_until_it_listens_again() {
+        let url = support::fresh_database_url().await;
+        let store = Store::connect(&url).await.unwrap();
+        let tenant = tenant(&store).await.id;
+        let id = device_id("phone");
+        add_device(&store, tenant, &id).await;
+        let keeper = keeping(&store).await;
+        state(&store, tenant, &id).await;
+        assert_eq!(keeper.kept(), 1);
+        let terminated = support::sql(&url)
+            .await
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE query = 'LISTEN wagate_devices' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(terminated.get::<_, i64>(0), 1);
+        eventually_some(|| async { (!keeper.listening()).then_some(()) }).await;
+        assert_eq!(keeper.kept(), 0);
+        state(&store, tenant, &id).await;
+        assert_eq!(keeper.kept(), 0, "nothing is kept while changes go unheard");
+        eventually_some(|| async { keeper.listening().then_some(()) }).await;
+        state(&store, tenant, &id).await;
+        assert_eq!(keeper.kept(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_made_on_this_node_is_read_at_once() {
+        let store = store().await;
+        let tenant = tenant(&store).await.id;
+        let id = device_id("phone");
+        add_device(&store, tenant, &id).await;
+        let _keeper = keeping(&store).await;
+        assert_eq!(
+            state(&store, tenant, &id).await,
+            Some(DeviceState::Disconnected)
+        );
+        set_state(&store, tenant, &id, DeviceState::Connecting).await;
+        assert_eq!(
+            state(&store, tenant, &id).await,
+            Some(DeviceState::Connecting)
+        );
+        assert!(store.tenant(tenant).delete_device(&id).await.unwrap());
+        assert_eq!(state(&store, tenant, &id).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_change_made_on_another_node_is_read_once_heard() {
+        let (here, there, _) = two_nodes().await;
+        let tenant = tenant(&there).await.id;
+        let id = device_id("phone");
+        add_device(&there, tenant, &id).await;
+        let keeper = keeping(&here).await;
+        assert_eq!(
+            state(&here, tenant, &id).await,
+            Some(DeviceState::Disconnected)
+        );
+        assert_eq!(keeper.kept(), 1);
+        set_state(&there, tenant, &id, DeviceState::Connecting).await;
+        eventually_some(|| async {
+            (state(&here, tenant, &id).await == Some(DeviceState::Connecting)).then_some(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_device_deleted_on_another_node_is_not_found_once_heard() {
+        let (here, there, _) = two_nodes().await;
+        let tenant = tenant(&there).await.id;
+        let id = device_id("phone");
+        add_device(&there, tenant, &id).await;
+        let keeper = keeping(&here).await;
+        assert!(state(&here, tenant, &id).await.is_some());
+        assert!(there.tenant(tenant).delete_device(&id).await.unwrap());
+        eventually_some(|| async { state(&here, tenant, &id).await.is_none().then_some(()) }).await;
+        assert_eq!(keeper.kept(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_write_to_other_columns_of_a_device_keeps_its_row() {
+        let (here, there, url) = two_nodes().await;
+        let tenant = tenant(&there).await.id;
+        let (renewed, changed) = (device_id("renewed"), device_id("changed"));
+        add_device(&there, tenant, &renewed).await;
+        add_device(&there, tenant, &changed).await;
+        let keeper = keeping(&here).await;
+        state(&here, tenant, &renewed).await;
+        state(&here, tenant, &changed).await;
+        assert_eq!(keeper.kept(), 2);
+        // As a lease renewal does: a column that is not kept.
+        support::sql(&url)
+            .await
+            .execute(
+                "UPDATE devices SET updated_at = now() WHERE device_id = 'renewed'",
+                &[],
+            )
+            .await
+            .unwrap();
+        set_state(&there, tenant, &changed, DeviceState::Connecting).await;
+        // Notifications arrive in commit order: once the later change is heard, the earlier
+        // write would have been.
+        eventually_some(|| async {
+            (state(&here, tenant, &changed).await == Some(DeviceState::Connecting)).then_some(())
+        })
+        .await;
+        assert_eq!(keeper.kept(), 2, "the renewed device's row is still kept");
+    }
+
+    #[tokio::test]
+    async fn deleting_a_tenant_drops_its_kept_rows() {
+        let store = store().await;
+        let tenant = tenant(&store).await.id;
+        let id = device_id("phone");
+        add_device(&store, tenant, &id).await;
+        let keeper = keeping(&store).await;
+        state(&store, tenant, &id).await;
+        store.delete_tenant(tenant).await.unwrap();
+        assert_eq!(keeper.kept(), 0);
+        assert_eq!(state(&store, tenant, &id).await, None);
     }
 }
 

@@ -826,6 +826,20 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
     Ok(client)
 }
 
+/// The PostgreSQL URL `url` with its database name replaced by `database`: the same server,
+/// role and options, another database (the benchmarks and tests give each run its own).
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    format!("{}/{database}{query}", &base[..path])
+}
+
 /// `text` as a URL host: a socket directory's slashes and everything else outside the
 /// unreserved characters percent-encoded.
 fn percent_encode(text: &str) -> String {
@@ -862,4 +876,24 @@ fn log_since(path: &Path, offset: u64) -> String {
     let new = String::from_utf8_lossy(log.get(offset as usize..).unwrap_or_default());
     let lines: Vec<&str> = new.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn another_database_keeps_the_server_role_and_options() {
+        assert_eq!(
+            with_database(
+                "postgres://app@%2Ftmp%2Fs:5432/wagate?sslmode=disable",
+                "t_1"
+            ),
+            "postgres://app@%2Ftmp%2Fs:5432/t_1?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://app@localhost", "t_2"),
+            "postgres://app@localhost/t_2"
+        );
+    }
 }

@@ -195,6 +195,7 @@ impl Store {
             )
             .await?;
         self.verified.forget_tenant(tenant);
+        self.devices.forget_tenant(tenant);
         if deleted == 0 {
             return Err(StoreError::TenantNotFound(tenant));
         }

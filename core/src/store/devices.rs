@@ -129,9 +129,18 @@ impl TenantStore<'_> {
     }
 
     /// The tenant's device `id`, if it has one.
+    /// Served from the rows kept in memory when [`Store::keep_device_rows`] runs.
+    ///
+    /// [`Store::keep_device_rows`]: super::Store::keep_device_rows
     pub async fn find_device(&self, id: &DeviceId) -> Result<Option<Device>, StoreError> {
         let tenant = self.tenant;
-        self.store
+        let cache = &self.store.devices;
+        if let Some(kept) = cache.get(tenant, id) {
+            return Ok(Some(kept));
+        }
+        let begun = cache.begin_read();
+        let found = self
+            .store
             .query_opt(
                 &format!("look up device `{id}` of tenant {tenant}"),
                 &format!("SELECT {COLUMNS} FROM devices WHERE tenant_id = $1 AND device_id = $2"),
@@ -139,12 +148,17 @@ impl TenantStore<'_> {
             )
             .await?
             .map(|row| device(tenant, &row))
-            .transpose()
+            .transpose()?;
+        if let Some(found) = &found {
+            cache.keep(begun, found);
+        }
+        Ok(found)
     }
 
     /// Deletes the tenant's device `id` and everything hanging off it; false if there was none.
     pub async fn delete_device(&self, id: &DeviceId) -> Result<bool, StoreError> {
         let tenant = self.tenant;
+        let _forget = self.store.devices.forget_after(tenant, id);
         let deleted = self
             .store
             .execute(

@@ -53,6 +53,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "qr_rendered_on_fetch",
         sql: include_str!("../../../migrations/0008_qr_rendered_on_fetch.sql"),
     },
+    Migration {
+        version: 9,
+        name: "device_changes",
+        sql: include_str!("../../../migrations/0009_device_changes.sql"),
+    },
 ];
 
 /// Serialises migrations across every process sharing the database ("wagate:m" in ASCII).

@@ -10,6 +10,7 @@
 //! (the nodes' leases in `leases.rs`), whose module docs say why each one is.
 
 mod cross_tenant;
+mod device_cache;
 mod devices;
 mod event_log;
 pub mod keys;
@@ -35,6 +36,7 @@ use tokio_postgres::{NoTls, Row};
 use crate::domain::{DeviceId, TenantId};
 
 pub use cross_tenant::{PendingDeliveries, RecordedRange};
+pub use device_cache::DeviceCacheKeeper;
 pub use devices::{DeviceChange, Link};
 pub use event_log::{EventFilter, Resumption, TENANT_REWIND, TenantResumption};
 pub use leases::{
@@ -63,6 +65,8 @@ pub struct Store {
     /// For connections outside the pool (the outbox listener).
     config: Arc<tokio_postgres::Config>,
     verified: Arc<secrets::VerifiedCache>,
+    /// Device rows read, kept while [`Store::keep_device_rows`] runs.
+    devices: Arc<device_cache::DeviceCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -291,6 +295,7 @@ impl Store {
             pool,
             config: Arc::new(config),
             verified: Arc::default(),
+            devices: Arc::default(),
         };
         let mut client = store.client().await?;
         migrate::migrate(&mut client).await?;

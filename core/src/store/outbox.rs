@@ -177,6 +177,8 @@ impl TenantStore<'_> {
             tenant,
             device_id: id.clone(),
         };
+        // Declared first, so it goes last: once the change committed (or did not).
+        let _forget = self.store.devices.forget_after(tenant, id);
         let mut client = self.store.client().await?;
         let tx = Tx::begin(
             &mut client,

@@ -95,18 +95,8 @@ pub async fn store() -> Store {
         .expect("the store connects to its test database")
 }
 
-/// `url` with its database name replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    format!("{}/{database}{query}", &base[..path])
-}
+#[allow(unused_imports)]
+pub use wagate_core::cluster::with_database;
 
 /// A new tenant on `store`.
 pub async fn tenant(store: &Store) -> Tenant {
@@ -121,6 +111,20 @@ pub async fn add_device(store: &Store, tenant: TenantId, id: &DeviceId) {
         .create_device(id, None)
         .await
         .expect("the device is created");
+}
+
+/// Polls `probe` every 20 ms for up to 10 s until it finds something.
+#[allow(dead_code)]
+pub async fn eventually_some<T, F: std::future::Future<Output = Option<T>>>(
+    mut probe: impl FnMut() -> F,
+) -> T {
+    for _ in 0..500 {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("nothing found within 10 s")
 }
 
 /// A device id from a literal known to be valid.

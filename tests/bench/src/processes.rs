@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use tokio::sync::oneshot;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
-use wagate_core::cluster::{APP_ROLE, Cluster, ClusterOptions};
+use wagate_core::cluster::{APP_ROLE, Cluster, ClusterOptions, with_database};
 
 /// How long a child may take to say where it listens before the start counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -186,19 +186,6 @@ impl Postgres {
         let _ = connection.await;
         Ok(with_database(&self.cluster.url(), name))
     }
-}
-
-/// `url` with its database name replaced by `database`.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority = base.find("://").map_or(0, |i| i + 3);
-    let path = base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i);
-    format!("{}/{database}{query}", &base[..path])
 }
 
 /// A standalone `wagate-sandbox`: "WhatsApp" and its simulated phones.
