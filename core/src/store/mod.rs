@@ -31,7 +31,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use thiserror::Error;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{NoTls, Row, Statement};
 
 use crate::domain::{DeviceId, TenantId};
 
@@ -376,11 +376,12 @@ impl Store {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<u64, StoreError> {
-        self.client()
-            .await?
-            .execute(sql, params)
-            .await
-            .map_err(|e| StoreError::db(doing, e))
+        let client = self.client().await?;
+        let run = async {
+            let statement = prepared(&client.statement_cache, client.prepare_cached(sql)).await?;
+            client.execute(&statement, params).await
+        };
+        run.await.map_err(|e| StoreError::db(doing, e))
     }
 
     /// [`Store::execute`] for a statement that locks many rows another statement may lock in
@@ -412,11 +413,12 @@ impl Store {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<Vec<Row>, StoreError> {
-        self.client()
-            .await?
-            .query(sql, params)
-            .await
-            .map_err(|e| StoreError::db(doing, e))
+        let client = self.client().await?;
+        let run = async {
+            let statement = prepared(&client.statement_cache, client.prepare_cached(sql)).await?;
+            client.query(&statement, params).await
+        };
+        run.await.map_err(|e| StoreError::db(doing, e))
     }
 
     /// Runs one query that yields at most one row.
@@ -426,11 +428,12 @@ impl Store {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<Option<Row>, StoreError> {
-        self.client()
-            .await?
-            .query_opt(sql, params)
-            .await
-            .map_err(|e| StoreError::db(doing, e))
+        let client = self.client().await?;
+        let run = async {
+            let statement = prepared(&client.statement_cache, client.prepare_cached(sql)).await?;
+            client.query_opt(&statement, params).await
+        };
+        run.await.map_err(|e| StoreError::db(doing, e))
     }
 
     /// Runs one query that yields exactly one row.
@@ -440,16 +443,35 @@ impl Store {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<Row, StoreError> {
-        self.client()
-            .await?
-            .query_one(sql, params)
-            .await
-            .map_err(|e| StoreError::db(doing, e))
+        let client = self.client().await?;
+        let run = async {
+            let statement = prepared(&client.statement_cache, client.prepare_cached(sql)).await?;
+            client.query_one(&statement, params).await
+        };
+        run.await.map_err(|e| StoreError::db(doing, e))
     }
 }
 
 /// A statement's parameters.
 type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+/// Statements a pooled connection keeps prepared at most. The store's statements are fixed
+/// texts, a few dozen in all; the bound only keeps a statement built from varying text from
+/// growing the cache for as long as the connection lives.
+const PREPARED_PER_CONNECTION: usize = 256;
+
+/// The statement `preparing` gives: prepared on first use on a connection, then taken from
+/// `cache`, so PostgreSQL parses and plans each statement once per connection and running it
+/// takes one round trip instead of two. A full cache is emptied first.
+async fn prepared(
+    cache: &deadpool_postgres::StatementCache,
+    preparing: impl std::future::Future<Output = Result<Statement, tokio_postgres::Error>>,
+) -> Result<Statement, tokio_postgres::Error> {
+    if cache.size() >= PREPARED_PER_CONNECTION {
+        cache.clear();
+    }
+    preparing.await
+}
 
 /// A transaction that names what it is doing in every failure.
 struct Tx<'c> {
@@ -473,28 +495,45 @@ impl<'c> Tx<'c> {
         StoreError::db(self.doing.clone(), e)
     }
 
+    /// `sql` prepared on the transaction's connection, once per connection.
+    async fn prepare(&self, sql: &str) -> Result<Statement, StoreError> {
+        prepared(&self.tx.statement_cache, self.tx.prepare_cached(sql))
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
     /// Runs one statement and returns the rows it changed.
     async fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, StoreError> {
-        self.tx.execute(sql, params).await.map_err(|e| self.fail(e))
+        let statement = self.prepare(sql).await?;
+        self.tx
+            .execute(&statement, params)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// Runs one query and returns its rows.
     async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
-        self.tx.query(sql, params).await.map_err(|e| self.fail(e))
+        let statement = self.prepare(sql).await?;
+        self.tx
+            .query(&statement, params)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// Runs one query that yields at most one row.
     async fn query_opt(&self, sql: &str, params: &Params<'_>) -> Result<Option<Row>, StoreError> {
+        let statement = self.prepare(sql).await?;
         self.tx
-            .query_opt(sql, params)
+            .query_opt(&statement, params)
             .await
             .map_err(|e| self.fail(e))
     }
 
     /// Runs one query that yields exactly one row.
     async fn query_one(&self, sql: &str, params: &Params<'_>) -> Result<Row, StoreError> {
+        let statement = self.prepare(sql).await?;
         self.tx
-            .query_one(sql, params)
+            .query_one(&statement, params)
             .await
             .map_err(|e| self.fail(e))
     }

@@ -74,7 +74,7 @@ pub struct Args {
     /// webhooks: events of the throughput run.
     #[arg(long, default_value_t = 20_000)]
     pub webhook_events: usize,
-    /// memory: device counts, each on a fresh gateway.
+    /// memory: device counts, reached in turn by one gateway.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     pub memory_devices: Vec<usize>,
     /// memory: seconds of quiet after linking before memory is read.

@@ -158,15 +158,17 @@ impl Stack {
     }
 }
 
-/// Links devices `{prefix}-0` … `{prefix}-{n-1}` as a person would, `concurrency` at a time:
-/// create, `GET …/login` for the QR code, a sandbox phone scans it; then waits until the
-/// gateway lists every one as `logged_in`. Returns how long it all took.
+/// Links devices `{prefix}-{i}` for every `i` of `range` as a person would, `concurrency` at a
+/// time: create, `GET …/login` for the QR code, a sandbox phone scans it; then waits until the
+/// gateway lists `range.end` devices of the prefix as `logged_in` (those linked before `range`
+/// stay so). Returns how long it all took.
 pub async fn link_devices(
     api: &Api,
     prefix: &str,
-    n: usize,
+    range: std::ops::Range<usize>,
     concurrency: usize,
 ) -> Result<Duration> {
+    let (first, n) = (range.start, range.end);
     let started = Instant::now();
     let done = Arc::new(AtomicUsize::new(0));
     let progress = {
@@ -176,13 +178,13 @@ pub async fn link_devices(
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 eprintln!(
                     "    … {} of {n} scanned after {:.0} s",
-                    done.load(Ordering::Relaxed),
+                    first + done.load(Ordering::Relaxed),
                     started.elapsed().as_secs_f64()
                 );
             }
         })
     };
-    let results: Vec<Result<()>> = futures_util::stream::iter(0..n)
+    let results: Vec<Result<()>> = futures_util::stream::iter(range.clone())
         .map(|i| {
             let done = Arc::clone(&done);
             async move {
@@ -198,10 +200,12 @@ pub async fn link_devices(
         .await;
     progress.abort();
     let failed: Vec<_> = results.into_iter().filter_map(Result::err).collect();
-    if let Some(first) = failed.first() {
+    if !failed.is_empty() {
         bail!(
-            "{} of {n} devices could not be linked; first: {first:#}",
-            failed.len()
+            "{} of {} devices could not be linked; first: {:#}",
+            failed.len(),
+            range.len(),
+            failed[0]
         );
     }
     // Logged in is the gateway's word: the scan returns once the phone linked, the session

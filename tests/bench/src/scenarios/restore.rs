@@ -28,7 +28,7 @@ pub async fn run(bench: &Bench, rows: &mut Vec<Row>) -> Result<()> {
         "  linking {n} devices, {} at a time",
         bench.args.link_concurrency
     );
-    let linking = link_devices(&stack.api, "restore", n, bench.args.link_concurrency)
+    let linking = link_devices(&stack.api, "restore", 0..n, bench.args.link_concurrency)
         .await
         .context("linking the devices")?;
     rows.push(Row::info(
