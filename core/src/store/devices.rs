@@ -129,6 +129,7 @@ impl TenantStore<'_> {
     }
 
     /// The tenant's device `id`, if it has one.
+    ///
     /// Served from the rows kept in memory when [`Store::keep_device_rows`] runs.
     ///
     /// [`Store::keep_device_rows`]: super::Store::keep_device_rows

@@ -376,12 +376,29 @@ impl Store {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<u64, StoreError> {
+        self.run_prepared(doing, sql, async |client, statement| {
+            client.execute(statement, params).await
+        })
+        .await
+    }
+
+    /// Runs `run` with `sql` prepared on a pooled connection (see [`prepared`]); a failure says
+    /// it was `doing` this.
+    async fn run_prepared<T>(
+        &self,
+        doing: &str,
+        sql: &str,
+        run: impl AsyncFnOnce(
+            &deadpool_postgres::Client,
+            &Statement,
+        ) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, StoreError> {
         let client = self.client().await?;
-        let run = async {
+        let ran = async {
             let statement = prepared(&client.statement_cache, client.prepare_cached(sql)).await?;
-            client.execute(&statement, params).await
+            run(&client, &statement).await
         };
-        run.await.map_err(|e| StoreError::db(doing, e))
+        ran.await.map_err(|e| StoreError::db(doing, e))
     }
 
     /// [`Store::execute`] for a statement that locks many rows another statement may lock in
@@ -413,12 +430,10 @@ impl Store {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<Vec<Row>, StoreError> {
-        let client = self.client().await?;
-        let run = async {
-            let statement = prepared(&client.statement_cache, client.prepare_cached(sql)).await?;
-            client.query(&statement, params).await
-        };
-        run.await.map_err(|e| StoreError::db(doing, e))
+        self.run_prepared(doing, sql, async |client, statement| {
+            client.query(statement, params).await
+        })
+        .await
     }
 
     /// Runs one query that yields at most one row.
@@ -428,12 +443,10 @@ impl Store {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<Option<Row>, StoreError> {
-        let client = self.client().await?;
-        let run = async {
-            let statement = prepared(&client.statement_cache, client.prepare_cached(sql)).await?;
-            client.query_opt(&statement, params).await
-        };
-        run.await.map_err(|e| StoreError::db(doing, e))
+        self.run_prepared(doing, sql, async |client, statement| {
+            client.query_opt(statement, params).await
+        })
+        .await
     }
 
     /// Runs one query that yields exactly one row.
@@ -443,12 +456,10 @@ impl Store {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<Row, StoreError> {
-        let client = self.client().await?;
-        let run = async {
-            let statement = prepared(&client.statement_cache, client.prepare_cached(sql)).await?;
-            client.query_one(&statement, params).await
-        };
-        run.await.map_err(|e| StoreError::db(doing, e))
+        self.run_prepared(doing, sql, async |client, statement| {
+            client.query_one(statement, params).await
+        })
+        .await
     }
 }
 
