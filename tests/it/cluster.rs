@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::StatusCode;
 
-use crate::support::cluster::{Cluster, LEASE_EXPIRY_SECS, names, wait_secs};
+use crate::support::cluster::{Cluster, LEASE_EXPIRY_SECS, names, past_moves, wait_secs};
 use crate::support::receiver::Receiver;
 use crate::support::{eventually, showing_qr};
 
@@ -96,16 +96,22 @@ async fn three_nodes_share_the_devices_and_any_node_answers_for_any_of_them() {
             .expect("another node")
             .0
     };
-    let logout = cluster
-        .api(via_other(&devices[0]))
-        .post(&format!("/devices/{}/logout", devices[0]))
-        .await;
+    let logout = past_moves(|| async {
+        cluster
+            .api(via_other(&devices[0]))
+            .post(&format!("/devices/{}/logout", devices[0]))
+            .await
+    })
+    .await;
     assert_eq!(logout.status, StatusCode::OK, "{}", logout.body);
     cluster.api(0).wait_state(&devices[0], "disconnected").await;
-    let deleted = cluster
-        .api(via_other(&devices[1]))
-        .delete(&format!("/devices/{}", devices[1]))
-        .await;
+    let deleted = past_moves(|| async {
+        cluster
+            .api(via_other(&devices[1]))
+            .delete(&format!("/devices/{}", devices[1]))
+            .await
+    })
+    .await;
     assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
     let gone = cluster
         .api(2)
@@ -113,6 +119,67 @@ async fn three_nodes_share_the_devices_and_any_node_answers_for_any_of_them() {
         .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
     cluster.assert_one_connection_per_device(0);
+}
+
+/// A node whose lease of a device another node took, before its heartbeat has noticed, neither
+/// unlinks the device on WhatsApp nor answers its logout as done: the caller is told the device
+/// is moving, and the device stays linked as its new owner runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_a_node_that_lost_the_devices_lease_is_not_answered_as_done() {
+    // Heartbeats a minute apart: the node cannot notice the loss before the logout.
+    let cluster = Cluster::start_with_leases(1, 60, 180).await;
+    let devices = names("fenced", 1);
+    cluster.link(&devices, 1).await;
+    let device = &devices[0];
+    let sql = cluster.sql().await;
+    // Another node, alive as nodes are while they hold their lock, takes the device's lease.
+    let other: i32 = sql
+        .query_one(
+            "INSERT INTO nodes (public_url) VALUES ('http://other.invalid') RETURNING id",
+            &[],
+        )
+        .await
+        .expect("another node")
+        .get(0);
+    sql.execute("SELECT pg_advisory_lock(28260, $1)", &[&other])
+        .await
+        .expect("its lock");
+    let taken = sql
+        .execute(
+            "UPDATE devices SET lease_node = $1, lease_epoch = lease_epoch + 1,
+                lease_expires_at = now() + interval '1 hour'
+             WHERE device_id = $2",
+            &[&other, device],
+        )
+        .await
+        .expect("take the lease");
+    assert_eq!(taken, 1);
+
+    let logout = cluster
+        .api(0)
+        .post(&format!("/devices/{device}/logout"))
+        .await;
+    assert_eq!(
+        logout.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        logout.body
+    );
+    assert_eq!(logout.body["code"], "DEVICE_MOVING", "{}", logout.body);
+    let row = sql
+        .query_one(
+            "SELECT state, jid IS NOT NULL FROM devices WHERE device_id = $1",
+            &[device],
+        )
+        .await
+        .expect("the device");
+    assert_eq!(row.get::<_, String>(0), "logged_in");
+    assert!(row.get::<_, bool>(1), "the device keeps its link");
+    assert_eq!(
+        cluster.sandbox.accounts().len(),
+        1,
+        "the account still has its companion"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

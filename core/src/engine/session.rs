@@ -132,6 +132,10 @@ pub(crate) struct Session {
     /// Another node took the device (a fenced write was refused): the session ends after the
     /// step that found it, writing nothing more.
     lost: bool,
+    /// Why the last write of the device's state or events failed, when the database refused it
+    /// (a deletion or another node's lease are `gone` and `lost`); cleared by the next write
+    /// that lands.
+    unrecorded: Option<String>,
     /// The row the running client's keys belong to: a device deleted and created again under
     /// the same id is another row, and a client failing on the old one means this session's
     /// device is gone.
@@ -186,6 +190,7 @@ impl Session {
             leased,
             lease,
             lost: false,
+            unrecorded: None,
             row: None,
             generation: 0,
             qr: None,
@@ -287,7 +292,8 @@ impl Session {
             Command::PairCode { phone, reply } => self.want_code(phone, reply).await,
             Command::Logout(reply) => {
                 self.log_out().await;
-                let _ = reply.send(Ok(()));
+                let outcome = self.write_outcome().await;
+                let _ = reply.send(outcome);
             }
             Command::Reconnect(reply) => {
                 let resume = self.running.is_some() || self.state == DeviceState::LoggedIn;
@@ -850,6 +856,12 @@ impl Session {
         // A login in progress ends with no event of its own.
         self.login = None;
         let was_linked = self.state == DeviceState::LoggedIn;
+        if was_linked && !self.still_leased().await {
+            // Another node runs the device now: unlinking it on WhatsApp from here would log
+            // out the session it runs, and this node could not record it anyway.
+            self.lost = true;
+            return;
+        }
         if was_linked && let Some(running) = &self.running {
             // Tells WhatsApp to remove this companion; errors leave it to expire there.
             let client = Arc::clone(&running.client.client);
@@ -934,6 +946,7 @@ impl Session {
             .await
         {
             Ok(recorded) => {
+                self.unrecorded = None;
                 self.ctx.config.metrics.recorded(&kinds, &mut self.login);
                 for event in recorded {
                     self.ctx.bus.publish(event);
@@ -942,10 +955,32 @@ impl Session {
             // Deleted meanwhile: nothing to record, and nothing left for this session to do.
             Err(StoreError::DeviceNotFound { .. }) => self.gone = true,
             Err(StoreError::LeaseLost { .. }) => self.lost = true,
-            Err(e) => tracing::error!(device = %self.device(), "events not recorded: {e}"),
+            Err(e) => {
+                tracing::error!(device = %self.device(), "events not recorded: {e}");
+                self.unrecorded = Some(e.to_string());
+            }
         }
         // After the write, so a restore hears of a state once it is stored (or failed to be).
         self.settle_resumes();
+    }
+
+    /// What a caller is told of the last write: a command whose change was not stored (the
+    /// device deleted, taken by another node, or the database failing) must not be answered
+    /// as done, or the caller would believe in a change that never happened.
+    async fn write_outcome(&self) -> Result<(), LoginError> {
+        let device = self.device();
+        if self.gone {
+            Err(LoginError::DeviceNotFound(device.clone()))
+        } else if self.lost {
+            Err(self.superseded().await)
+        } else if let Some(detail) = &self.unrecorded {
+            Err(LoginError::Internal {
+                device: device.clone(),
+                detail: format!("its change was not stored: {detail}"),
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// Acquires the device's lease for this node, unless another node that is alive holds it.
@@ -1013,6 +1048,23 @@ impl Session {
     }
 
     /// Who holds the device's lease now; `None` when the device is gone or the look-up failed.
+    /// Whether this session's lease is still the device's, as the database has it now; a
+    /// failed look-up counts as held, as the write after it is fenced all the same.
+    async fn still_leased(&self) -> bool {
+        let Some(leased) = self.leased else {
+            return true;
+        };
+        match self.store().lease(&self.key.device).await {
+            Ok(Some(holder)) => {
+                holder.internal_id == leased.row
+                    && holder.epoch == leased.epoch
+                    && holder.node.is_none_or(|node| node == self.ctx.node.id())
+            }
+            // A device deleted meanwhile is found by the write, which reports it.
+            Ok(None) | Err(_) => true,
+        }
+    }
+
     async fn lease_holder(&self) -> Option<LeaseHolder> {
         self.store().lease(&self.key.device).await.ok().flatten()
     }

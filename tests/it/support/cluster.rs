@@ -12,7 +12,7 @@ use wagate_sandbox::{ConnectionRecord, Sandbox, SandboxConfig};
 
 use super::pg;
 use super::process::Wagate;
-use super::{Api, decode_qr, eventually, fetch};
+use super::{Answer, Api, decode_qr, eventually, fetch};
 
 /// How often nodes renew their leases in the tests, and how long a lease lasts unrenewed.
 pub const HEARTBEAT_SECS: u64 = 1;
@@ -32,6 +32,8 @@ pub struct Cluster {
     /// The database every node works on.
     pub database_url: String,
     nodes: Vec<Option<Node>>,
+    /// How often its nodes renew their leases, and how long a lease lasts, in seconds.
+    lease_secs: (u64, u64),
     _one: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -46,6 +48,12 @@ pub struct Node {
 impl Cluster {
     /// `n` nodes on a fresh database, each registered before the next starts.
     pub async fn start(n: usize) -> Self {
+        Self::start_with_leases(n, HEARTBEAT_SECS, LEASE_EXPIRY_SECS).await
+    }
+
+    /// As [`Cluster::start`], with nodes that renew every `heartbeat_secs` leases lasting
+    /// `expiry_secs`.
+    pub async fn start_with_leases(n: usize, heartbeat_secs: u64, expiry_secs: u64) -> Self {
         let one = ONE_AT_A_TIME.lock().await;
         let sandbox = Sandbox::start_with(SandboxConfig {
             time_scale: 10,
@@ -57,6 +65,7 @@ impl Cluster {
             sandbox,
             database_url: pg::fresh_database_url().await,
             nodes: Vec::new(),
+            lease_secs: (heartbeat_secs, expiry_secs),
             _one: one,
         };
         for _ in 0..n {
@@ -68,8 +77,8 @@ impl Cluster {
     /// Starts one more node; its index.
     pub async fn start_node(&mut self) -> usize {
         let ws = self.sandbox.ws_url();
-        let heartbeat = HEARTBEAT_SECS.to_string();
-        let expiry = LEASE_EXPIRY_SECS.to_string();
+        let heartbeat = self.lease_secs.0.to_string();
+        let expiry = self.lease_secs.1.to_string();
         let process = Wagate::start_with_env(
             &self.database_url,
             &[
@@ -270,4 +279,26 @@ pub fn names(prefix: &str, n: usize) -> Vec<String> {
 /// Waits `secs` seconds.
 pub async fn wait_secs(secs: u64) {
     tokio::time::sleep(Duration::from_secs(secs)).await;
+}
+
+/// Sends `request` again while it answers 503 `DEVICE_MOVING`, as callers are told to, for up
+/// to 30 s: on two loaded cores a lease may lapse and its device pass to another node between
+/// looking up its owner and asking it. Any other answer is returned as it is.
+pub async fn past_moves<Sent: std::future::Future<Output = Answer>>(
+    mut request: impl FnMut() -> Sent,
+) -> Answer {
+    eventually("an answer other than DEVICE_MOVING", || {
+        let sent = request();
+        async move {
+            let answer = sent.await;
+            if answer.status == StatusCode::SERVICE_UNAVAILABLE
+                && answer.body["code"] == "DEVICE_MOVING"
+            {
+                Err(answer.body)
+            } else {
+                Ok(answer)
+            }
+        }
+    })
+    .await
 }
