@@ -1415,7 +1415,9 @@ mod cluster {
 mod outbox {
     use super::*;
     use wagate_core::events::{EngineEventKind, NewEvent};
-    use wagate_core::store::{DeliveryOutcome, DeliveryStatus, DeviceChange, NewEndpoint};
+    use wagate_core::store::{
+        DeliveryOutcome, DeliveryStatus, DeviceChange, NewEndpoint, OutboxWake,
+    };
 
     fn state_changed() -> NewEvent {
         NewEvent::from_kind(&EngineEventKind::StateChanged {
@@ -1732,6 +1734,30 @@ mod outbox {
         assert!(claim(&store, 8).await.is_empty(), "leased");
         assert_eq!(store.release_orphaned_claims().await.unwrap(), 1);
         assert_eq!(claim(&store, 8).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_outbox_listener_hears_which_endpoints_got_deliveries() {
+        let (store, tenant, endpoint) = one_queued().await;
+        let mut listener = store.listen_outbox(71).await.unwrap();
+        store
+            .tenant(tenant)
+            .record_events(
+                &device_id("d1"),
+                DeviceChange::default(),
+                vec![state_changed()],
+            )
+            .await
+            .unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(10), listener.notified())
+            .await
+            .expect("a wake-up within 10 s");
+        assert_eq!(
+            heard,
+            Some(OutboxWake::Endpoints(std::collections::HashSet::from([
+                endpoint
+            ])))
+        );
     }
 
     #[tokio::test]

@@ -33,6 +33,7 @@
 //!   return counts and ids, never a tenant's data.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -41,7 +42,9 @@ use uuid::Uuid;
 
 use super::devices::{stored_id, stored_state};
 use super::link_tokens::{LinkToken, is_link_token, token_hash};
-use super::outbox::{CHANNEL, ClaimedDelivery, DeliveryOutcome, LOCK_CLASS, OutboxListener};
+use super::outbox::{
+    CHANNEL, ClaimedDelivery, DeliveryOutcome, HeardWakes, LOCK_CLASS, OutboxListener,
+};
 use super::qr_images::QrImage;
 use super::tenants::{Credential, SUMMARY, TenantSummary, hash, summary, verify};
 use super::{Store, StoreError, Tx, violates};
@@ -341,10 +344,11 @@ impl Store {
     /// commits that add deliveries.
     pub async fn listen_outbox(&self, owner: i32) -> Result<OutboxListener, StoreError> {
         let doing = || format!("open the outbox listener of dispatcher {owner}");
-        // Bounded at one: a wake-up that finds one pending already has nothing to add.
-        let (tx, wakeups) = mpsc::channel(1);
-        let wake = move |_: &str| {
-            let _ = tx.try_send(());
+        // Wake-ups heard before the dispatcher asks are merged into one.
+        let wakes = Arc::new(HeardWakes::default());
+        let wake = {
+            let wakes = Arc::clone(&wakes);
+            move |payload: &str| wakes.hear(payload)
         };
         let (client, driver) = self
             .listening(CHANNEL, "the outbox listener", wake, &doing())
@@ -353,7 +357,7 @@ impl Store {
             .execute("SELECT pg_advisory_lock($1, $2)", &[&LOCK_CLASS, &owner])
             .await
             .map_err(|e| StoreError::db(doing(), e))?;
-        Ok(OutboxListener::new(wakeups, driver, client))
+        Ok(OutboxListener::new(wakes, driver, client))
     }
 
     /// Claims up to `limit` due deliveries of enabled endpoints (none of `skip`) for dispatcher

@@ -43,7 +43,7 @@ pub use leases::{
     AcquiredDevice, HeldLease, Lease, LeaseHolder, NodeLink, NodeRecord, OrphanedDevice,
 };
 pub use link_tokens::LinkToken;
-pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener};
+pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener, OutboxWake};
 pub use qr_images::QrImage;
 pub use tenants::{Credential, TenantSummary};
 pub use webhooks::{

@@ -13,8 +13,10 @@
 //!
 //! [`Store::release_orphaned_claims`]: super::Store::release_orphaned_claims
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -124,7 +126,7 @@ impl DeliveryOutcome {
 /// A connection outside the pool that holds a dispatcher's advisory lock (its claims are live
 /// while it lasts) and hears the outbox's notifications.
 pub struct OutboxListener {
-    wakeups: mpsc::Receiver<()>,
+    wakes: Arc<HeardWakes>,
     driver: JoinHandle<()>,
     _client: tokio_postgres::Client,
 }
@@ -136,23 +138,34 @@ impl Drop for OutboxListener {
 }
 
 impl OutboxListener {
-    /// A listener on `client`, whose notifications `driver` forwards to `wakeups`.
+    /// A listener on `client`, whose notifications `driver` records in `wakes`.
     pub(super) fn new(
-        wakeups: mpsc::Receiver<()>,
+        wakes: Arc<HeardWakes>,
         driver: JoinHandle<()>,
         client: tokio_postgres::Client,
     ) -> Self {
         Self {
-            wakeups,
+            wakes,
             driver,
             _client: client,
         }
     }
 
-    /// Waits for the next commit that added deliveries; `false` when the connection is gone (the
-    /// caller reconnects).
-    pub async fn notified(&mut self) -> bool {
-        self.wakeups.recv().await.is_some()
+    /// Waits for the next commits that added deliveries and says for which endpoints; `None`
+    /// when the connection is gone (the caller reconnects).
+    pub async fn notified(&mut self) -> Option<OutboxWake> {
+        loop {
+            if let Some(wake) = self.wakes.take() {
+                return Some(wake);
+            }
+            if self.driver.is_finished() {
+                return None;
+            }
+            tokio::select! {
+                _ = self.wakes.ready.notified() => {}
+                _ = &mut self.driver => return self.wakes.take(),
+            }
+        }
     }
 }
 
@@ -319,7 +332,7 @@ pub(super) async fn insert_events(
     // so an endpoint deleted meanwhile is skipped rather than failing the insert at its
     // foreign-key check: the events are recorded whatever happens to an endpoint.
     let added = tx
-        .execute(
+        .query(
             "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, next_attempt_at, expires_at)
              SELECT gen_random_uuid(), w.id, e.id, now(), e.expires_at
              FROM unnest($3::uuid[], $4::text[], $5::timestamptz[]) WITH ORDINALITY
@@ -331,12 +344,133 @@ pub(super) async fn insert_events(
                               AND (device_ids IS NULL OR $2 = ANY(device_ids)) END
                    FOR KEY SHARE) w
                ON $6::uuid IS NOT NULL OR e.type = ANY(w.events)
-             ORDER BY e.n",
+             ORDER BY e.n
+             RETURNING endpoint_id",
             &[&tenant.0, &device, &ids, &types, &expiries, &only_endpoint],
         )
         .await?;
-    if added > 0 {
-        tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
+    if !added.is_empty() {
+        let mut endpoints: Vec<Uuid> = added.iter().map(|row| row.get(0)).collect();
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANNEL, &OutboxWake::payload(&endpoints)],
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// What a dispatcher hears from the outbox: which endpoints got new or retried deliveries.
+///
+/// The notification's payload names them, space-separated; an empty payload (a retry asked
+/// for through the API, a payload that would be too long, or one this build cannot read) says
+/// nothing about which, so it wakes every claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxWake {
+    /// Deliveries were added for these endpoints.
+    Endpoints(HashSet<Uuid>),
+    /// Deliveries were added for endpoints not named.
+    Any,
+}
+
+impl OutboxWake {
+    /// Endpoints named at most in one payload; PostgreSQL caps a payload at 8,000 bytes.
+    const MOST_NAMED: usize = 100;
+
+    fn payload(endpoints: &[Uuid]) -> String {
+        if endpoints.len() > Self::MOST_NAMED {
+            return String::new();
+        }
+        endpoints
+            .iter()
+            .map(Uuid::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn parse(payload: &str) -> Self {
+        let named: Option<HashSet<Uuid>> = payload
+            .split_whitespace()
+            .map(|id| id.parse().ok())
+            .collect();
+        match named {
+            Some(named) if !named.is_empty() => Self::Endpoints(named),
+            _ => Self::Any,
+        }
+    }
+
+    /// Adds what `other` said to what this one says.
+    fn merge(&mut self, other: OutboxWake) {
+        match (&mut *self, other) {
+            (Self::Endpoints(mine), Self::Endpoints(theirs)) => mine.extend(theirs),
+            (_, Self::Any) => *self = Self::Any,
+            (Self::Any, _) => {}
+        }
+    }
+
+    /// Whether it names an endpoint outside `endpoints` (or does not say which).
+    pub fn beyond(&self, endpoints: &HashSet<Uuid>) -> bool {
+        match self {
+            Self::Endpoints(named) => !named.is_subset(endpoints),
+            Self::Any => true,
+        }
+    }
+}
+
+/// What the outbox listener heard since the dispatcher last asked, merged into one wake-up.
+#[derive(Default)]
+pub(super) struct HeardWakes {
+    heard: std::sync::Mutex<Option<OutboxWake>>,
+    ready: tokio::sync::Notify,
+}
+
+impl HeardWakes {
+    /// Records a notification's payload and wakes the dispatcher.
+    pub(super) fn hear(&self, payload: &str) {
+        let wake = OutboxWake::parse(payload);
+        let mut heard = self.heard.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *heard {
+            Some(pending) => pending.merge(wake),
+            None => *heard = Some(wake),
+        }
+        drop(heard);
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> Option<OutboxWake> {
+        self.heard.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_names_the_endpoints_or_says_any() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let named = OutboxWake::parse(&OutboxWake::payload(&[a, b]));
+        assert_eq!(named, OutboxWake::Endpoints(HashSet::from([a, b])));
+        assert_eq!(OutboxWake::parse(""), OutboxWake::Any);
+        assert_eq!(OutboxWake::parse("not-a-uuid"), OutboxWake::Any);
+        let many: Vec<Uuid> = (0..=OutboxWake::MOST_NAMED)
+            .map(|_| Uuid::new_v4())
+            .collect();
+        assert_eq!(OutboxWake::payload(&many), "");
+    }
+
+    #[test]
+    fn wakes_heard_in_between_are_merged() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut wake = OutboxWake::Endpoints(HashSet::from([a]));
+        wake.merge(OutboxWake::Endpoints(HashSet::from([b])));
+        assert_eq!(wake, OutboxWake::Endpoints(HashSet::from([a, b])));
+        assert!(!wake.beyond(&HashSet::from([a, b])));
+        assert!(wake.beyond(&HashSet::from([a])));
+        wake.merge(OutboxWake::Any);
+        assert_eq!(wake, OutboxWake::Any);
+        assert!(wake.beyond(&HashSet::from([a, b])));
+    }
 }

@@ -8,8 +8,11 @@
 //!   connected), so other processes can tell its claims from a dead process's.
 //! - At most `max_in_flight` attempts run at once, and at most `max_in_flight_per_endpoint` per
 //!   endpoint; claims beyond an endpoint's share wait here, not in flight.
+//! - A claim that skips saturated endpoints and comes back short is not repeated while they stay
+//!   saturated, until the outbox names another endpoint or `poll_interval` passes: it would scan
+//!   their whole backlog again to find nothing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -21,7 +24,7 @@ use uuid::Uuid;
 use super::attempt::{Settled, attempt};
 use super::{PublicResolver, WebhookConfig, WebhookError};
 use crate::metrics::Metrics;
-use crate::store::{ClaimedDelivery, DeliveryOutcome, OutboxListener, Store};
+use crate::store::{ClaimedDelivery, DeliveryOutcome, OutboxListener, OutboxWake, Store};
 
 /// How often orphaned claims are released, expired deliveries retired and old events purged.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
@@ -83,6 +86,7 @@ impl Dispatcher {
             settled: Vec::new(),
             oldest_settled: None,
             gone: Vec::new(),
+            blocked: None,
             metrics,
         };
         let task = tokio::spawn(run.run(stopped));
@@ -134,6 +138,9 @@ struct Run {
     oldest_settled: Option<Instant>,
     /// Endpoints that answered 410 since the last write.
     gone: Vec<Uuid>,
+    /// The saturated endpoints the last claim skipped when it came back short, and when: nothing
+    /// else was due then.
+    blocked: Option<(HashSet<Uuid>, Instant)>,
     /// Where attempts are counted as they settle, and those in flight shown.
     metrics: Metrics,
 }
@@ -148,6 +155,7 @@ impl Run {
             if now >= next_maintenance {
                 self.maintain().await;
                 next_maintenance = now + MAINTENANCE_EVERY;
+                self.blocked = None;
                 wanted = true;
             }
             if self.listener.is_none() {
@@ -172,8 +180,10 @@ impl Run {
             if wanted && worth_it && free > 0 && self.listener.is_some() {
                 wanted = false;
                 match self.fill(free).await {
-                    Ok(true) => wanted = true,
-                    Ok(false) => due = self.next_due().await,
+                    Ok(Filled::More) => wanted = true,
+                    Ok(Filled::Drained) => due = self.next_due().await,
+                    // The saturated endpoints' own backlog is due: their attempts wake this.
+                    Ok(Filled::Blocked) => due = None,
                     Err(e) => tracing::error!("webhook deliveries not claimed: {e}"),
                 }
             }
@@ -196,8 +206,11 @@ impl Run {
                     }
                     wanted = true;
                 }
-                alive = notified(&mut self.listener) => {
-                    if alive {
+                heard = notified(&mut self.listener) => {
+                    if let Some(wake) = heard {
+                        if self.blocked.as_ref().is_some_and(|(skipped, _)| wake.beyond(skipped)) {
+                            self.blocked = None;
+                        }
                         wanted = true;
                     } else {
                         tracing::warn!("webhook outbox listener lost; claiming pauses until it is back");
@@ -211,8 +224,8 @@ impl Run {
         self.drain().await;
     }
 
-    /// Claims up to `free` due deliveries and starts them; true when the outbox may hold more.
-    async fn fill(&mut self, free: usize) -> Result<bool, WebhookError> {
+    /// Claims up to `free` due deliveries and starts them.
+    async fn fill(&mut self, free: usize) -> Result<Filled, WebhookError> {
         let asked = free.min(CLAIM_BATCH);
         let limit = self.config.max_in_flight_per_endpoint;
         let saturated: Vec<Uuid> = self
@@ -221,15 +234,29 @@ impl Run {
             .filter(|(_, n)| **n >= limit)
             .map(|(id, _)| *id)
             .collect();
+        if let Some((skipped, since)) = &self.blocked {
+            let still = skipped.iter().all(|id| saturated.contains(id));
+            if still && since.elapsed() < self.config.poll_interval {
+                return Ok(Filled::Blocked);
+            }
+            self.blocked = None;
+        }
         let claimed = self
             .store
             .claim_deliveries(self.owner, self.config.lease, asked, &saturated)
             .await?;
-        let more = claimed.len() == asked;
+        let filled = if claimed.len() == asked {
+            Filled::More
+        } else if saturated.is_empty() {
+            Filled::Drained
+        } else {
+            self.blocked = Some((saturated.into_iter().collect(), Instant::now()));
+            Filled::Blocked
+        };
         for delivery in claimed {
             self.start(delivery);
         }
-        Ok(more)
+        Ok(filled)
     }
 
     /// Starts an attempt now, or queues it behind its endpoint's share.
@@ -369,7 +396,17 @@ impl Run {
     }
 }
 
-async fn notified(listener: &mut Option<OutboxListener>) -> bool {
+/// What a claim found.
+enum Filled {
+    /// As many as asked: the outbox may hold more.
+    More,
+    /// Fewer: nothing else is due.
+    Drained,
+    /// Fewer, with saturated endpoints skipped: nothing else is due but their backlog.
+    Blocked,
+}
+
+async fn notified(listener: &mut Option<OutboxListener>) -> Option<OutboxWake> {
     match listener {
         Some(listener) => listener.notified().await,
         None => std::future::pending().await,
