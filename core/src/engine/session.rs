@@ -1048,25 +1048,23 @@ impl Session {
     }
 
     /// Who holds the device's lease now; `None` when the device is gone or the look-up failed.
-    /// Whether this session's lease is still the device's, as the database has it now; a
-    /// failed look-up counts as held, as the write after it is fenced all the same.
+    async fn lease_holder(&self) -> Option<LeaseHolder> {
+        self.store().lease(&self.key.device).await.ok().flatten()
+    }
+
+    /// Whether this session's lease is still the device's, as the database has it now. A
+    /// device gone or a failed look-up counts as held: the write after it finds the deletion,
+    /// or is fenced, all the same.
     async fn still_leased(&self) -> bool {
         let Some(leased) = self.leased else {
             return true;
         };
-        match self.store().lease(&self.key.device).await {
-            Ok(Some(holder)) => {
-                holder.internal_id == leased.row
-                    && holder.epoch == leased.epoch
-                    && holder.node.is_none_or(|node| node == self.ctx.node.id())
-            }
-            // A device deleted meanwhile is found by the write, which reports it.
-            Ok(None) | Err(_) => true,
-        }
-    }
-
-    async fn lease_holder(&self) -> Option<LeaseHolder> {
-        self.store().lease(&self.key.device).await.ok().flatten()
+        let Some(holder) = self.lease_holder().await else {
+            return true;
+        };
+        holder.internal_id == leased.row
+            && holder.epoch == leased.epoch
+            && holder.node.is_none_or(|node| node == self.ctx.node.id())
     }
 
     /// Why this session's callers are turned away once its lease moved on.
