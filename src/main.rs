@@ -15,7 +15,7 @@ use wagate_core::cluster::{Cluster, ClusterOptions};
 use wagate_core::engine::{NodeConfig, WhatsAppEndpoint};
 use wagate_core::plugins::PluginSpec;
 use wagate_core::store::Store;
-use wagate_core::webhooks::{RetrySchedule, WebhookConfig};
+use wagate_core::webhooks::{RetrySchedule, WebhookConfig, trusted_roots_from_pem};
 use wagate_openapi::AdminCredential;
 
 /// wagate: a multi-tenant WhatsApp multi-device login gateway.
@@ -220,6 +220,10 @@ struct WebhookArgs {
     /// Seconds one delivery attempt may take.
     #[arg(long, env = "WAGATE_WEBHOOK_TIMEOUT", default_value_t = 10)]
     webhook_timeout: u64,
+    /// A PEM file of certificate authorities trusted for https webhook URLs besides the public
+    /// ones.
+    #[arg(long, env = "WAGATE_WEBHOOK_CA_FILE")]
+    webhook_ca_file: Option<PathBuf>,
     /// Delivery attempts in flight at most, over all endpoints.
     #[arg(long, env = "WAGATE_WEBHOOK_CONCURRENCY", default_value_t = 256)]
     webhook_concurrency: usize,
@@ -245,8 +249,19 @@ impl WebhookArgs {
         if self.webhook_timeout == 0 {
             bail!("WAGATE_WEBHOOK_TIMEOUT must be at least 1 second");
         }
+        let trusted_roots = match &self.webhook_ca_file {
+            None => Vec::new(),
+            Some(path) => {
+                let pem = std::fs::read(path).with_context(|| {
+                    format!("reading WAGATE_WEBHOOK_CA_FILE {}", path.display())
+                })?;
+                trusted_roots_from_pem(&pem)
+                    .with_context(|| format!("WAGATE_WEBHOOK_CA_FILE {}", path.display()))?
+            }
+        };
         Ok(WebhookConfig {
             allow_private: self.webhook_allow_private,
+            trusted_roots,
             retry_schedule: self.webhook_retry_schedule.clone(),
             timeout: Duration::from_secs(self.webhook_timeout),
             max_in_flight: self.webhook_concurrency,

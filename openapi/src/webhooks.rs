@@ -540,7 +540,7 @@ impl From<WebhookError> for ApiError {
                 ErrorCode::DeliveryExpired,
                 format!("{message}; request a new code with GET /devices/{{device_id}}/login"),
             ),
-            WebhookError::Client(_) => Self::internal(message),
+            WebhookError::Client(_) | WebhookError::CaBundle(_) => Self::internal(message),
             WebhookError::Store(store) => store.into(),
         }
     }

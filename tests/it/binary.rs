@@ -261,3 +261,31 @@ async fn logins_a_kill_interrupted_are_reported_failed_when_wagate_starts_again(
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_ca_file_that_cannot_be_used_stops_the_gateway_with_a_clear_error() {
+    let database_url = pg::fresh_database_url().await;
+    let not_pem = tempfile::NamedTempFile::new().expect("a temporary file");
+    std::fs::write(not_pem.path(), "not a certificate\n").expect("written");
+    let not_pem_path = not_pem.path().to_string_lossy().to_string();
+
+    let missing = refused_start(
+        &database_url,
+        &["--sandbox", "--webhook-ca-file", "/nowhere/ca.pem"],
+        &[],
+    );
+    assert!(
+        missing.contains("WAGATE_WEBHOOK_CA_FILE /nowhere/ca.pem"),
+        "{missing}"
+    );
+
+    let refused = refused_start(
+        &database_url,
+        &["--sandbox"],
+        &[("WAGATE_WEBHOOK_CA_FILE", &not_pem_path)],
+    );
+    assert!(
+        refused.contains(&not_pem_path) && refused.contains("BEGIN CERTIFICATE"),
+        "{refused}"
+    );
+}

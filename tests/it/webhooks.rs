@@ -1,5 +1,5 @@
 //! Webhooks: signed deliveries from the durable outbox to a real HTTP receiver, retries, the
-//! delivery log, tenant isolation, filters and address checks.
+//! delivery log, tenant isolation, filters, address checks and HTTPS receivers.
 
 use std::time::Duration;
 
@@ -7,7 +7,7 @@ use hmac::{KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::receiver::{Received, Receiver, subscribe};
+use crate::support::receiver::{Received, Receiver, TEST_CA_PEM, subscribe};
 use crate::support::{Api, Gateway, Options, eventually, fetch};
 
 /// The endpoint's delivery log, newest first.
@@ -18,6 +18,19 @@ async fn deliveries(api: &Api, endpoint: &str) -> Vec<Value> {
         .as_array()
         .expect("deliveries")
         .clone()
+}
+
+/// The endpoint's newest delivery once its first attempt is logged.
+async fn first_attempt_logged(api: &Api, endpoint: &str) -> Value {
+    eventually("a first attempt being logged", || async {
+        let log = deliveries(api, endpoint).await[0].clone();
+        if log["attempts"].as_i64() >= Some(1) {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    })
+    .await
 }
 
 /// Verifies `X-Hub-Signature-256` with an HMAC computed here, not by wagate's code.
@@ -135,15 +148,7 @@ async fn an_event_for_a_receiver_that_is_down_arrives_once_it_is_up() {
     let test = api.post(&format!("/webhooks/{endpoint}/test")).await;
     assert_eq!(test.status, StatusCode::OK, "{}", test.body);
 
-    let failed = eventually("a first failed attempt", || async {
-        let log = deliveries(&api, &endpoint).await[0].clone();
-        if log["attempts"].as_i64() >= Some(1) {
-            Ok(log)
-        } else {
-            Err(log)
-        }
-    })
-    .await;
+    let failed = first_attempt_logged(&api, &endpoint).await;
     assert_eq!(failed["status"], "pending", "{failed}");
     assert!(
         failed["last_error"]
@@ -516,4 +521,52 @@ async fn the_delivery_log_shows_each_event_byte_for_byte_as_the_endpoint_receive
     assert_eq!(shown, String::from_utf8_lossy(&received.body));
     let occurred_at = log[0]["event"]["occurred_at"].as_str().expect("a time");
     assert!(occurred_at.ends_with('Z'), "{occurred_at}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_receiver_that_offers_http2_gets_signed_deliveries_over_it() {
+    let gateway = Gateway::start_with(Options {
+        webhook_ca_pem: Some(TEST_CA_PEM),
+        ..Options::default()
+    })
+    .await;
+    let api = gateway.tenant("acme").await;
+    let receiver = Receiver::start_https().await;
+    let (endpoint, secret) = subscribe(&api, &receiver.url, &["logged_in"], None).await;
+
+    for _ in 0..2 {
+        let test = api.post(&format!("/webhooks/{endpoint}/test")).await;
+        assert_eq!(test.status, StatusCode::OK, "{}", test.body);
+    }
+    let received = receiver
+        .wait_until(Duration::from_secs(10), |r| r.len() >= 2)
+        .await;
+
+    for ping in &received {
+        assert_eq!(ping.version, reqwest::Version::HTTP_2, "negotiated by ALPN");
+        assert_eq!(ping.event()["type"], "ping");
+        assert!(standard_signature_holds(ping, &secret));
+        assert!(hub_signature_holds(ping, &secret));
+    }
+    assert_eq!(receiver.handshakes_failed(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_receiver_whose_certificate_is_not_trusted_gets_nothing_and_the_log_says_why() {
+    // The receiver's authority is not the gateway's to trust: nothing is configured.
+    let gateway = Gateway::start().await;
+    let api = gateway.tenant("acme").await;
+    let receiver = Receiver::start_https().await;
+    let (endpoint, _) = subscribe(&api, &receiver.url, &["logged_in"], None).await;
+
+    let test = api.post(&format!("/webhooks/{endpoint}/test")).await;
+    assert_eq!(test.status, StatusCode::OK, "{}", test.body);
+    let log = first_attempt_logged(&api, &endpoint).await;
+
+    assert_ne!(log["status"], "delivered", "{log}");
+    assert!(log["last_status_code"].is_null(), "no answer: {log}");
+    let error = log["last_error"].as_str().expect("an error");
+    assert!(error.contains("certificate"), "{error}");
+    assert!(receiver.handshakes_failed() >= 1);
+    assert!(receiver.received().is_empty());
 }

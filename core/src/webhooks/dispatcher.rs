@@ -22,7 +22,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::attempt::{Settled, attempt};
-use super::{PublicResolver, WebhookConfig, WebhookError};
+use super::client::delivery_client;
+use super::{WebhookConfig, WebhookError};
 use crate::metrics::Metrics;
 use crate::store::{ClaimedDelivery, DeliveryOutcome, OutboxListener, OutboxWake, Store};
 
@@ -57,19 +58,7 @@ impl Dispatcher {
         config: WebhookConfig,
         metrics: Metrics,
     ) -> Result<Dispatcher, WebhookError> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            // A redirect could lead anywhere, private addresses included.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(config.max_in_flight_per_endpoint)
-            .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION")));
-        if !config.allow_private {
-            builder = builder.dns_resolver(std::sync::Arc::new(PublicResolver));
-        }
-        let client = builder
-            .build()
-            .map_err(|e| WebhookError::Client(e.to_string()))?;
+        let client = delivery_client(&config)?;
         // Positive, so it reads back unchanged from pg_locks' unsigned objid.
         let owner = rand::random_range(1..i32::MAX);
         let listener = store.listen_outbox(owner).await?;

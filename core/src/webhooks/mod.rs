@@ -8,6 +8,7 @@
 
 mod address;
 mod attempt;
+mod client;
 mod dispatcher;
 mod schedule;
 pub mod signature;
@@ -28,6 +29,7 @@ use crate::store::{
 };
 
 pub use address::{PublicResolver, check_literal, check_url, is_public};
+pub use client::trusted_roots_from_pem;
 pub use dispatcher::{Dispatcher, DispatcherProbe};
 pub use schedule::RetrySchedule;
 
@@ -63,6 +65,9 @@ pub struct WebhookConfig {
     pub rotation_grace: Duration,
     /// How long events stay in the delivery log once none of their deliveries is pending.
     pub retention: Duration,
+    /// Certificate authorities trusted for HTTPS endpoints besides the public ones (receivers
+    /// on a private PKI); see [`trusted_roots_from_pem`].
+    pub trusted_roots: Vec<reqwest::Certificate>,
 }
 
 impl Default for WebhookConfig {
@@ -77,6 +82,7 @@ impl Default for WebhookConfig {
             lease: Duration::from_secs(300),
             rotation_grace: Duration::from_secs(24 * 3600),
             retention: Duration::from_secs(14 * 24 * 3600),
+            trusted_roots: Vec::new(),
         }
     }
 }
@@ -119,6 +125,9 @@ pub enum WebhookError {
     /// The delivery's event has expired.
     #[error("delivery {0} carries a QR code that has expired: it is not sent again")]
     DeliveryExpired(Uuid),
+    /// The operator's certificate authorities for webhook receivers are not usable.
+    #[error("the webhook CA bundle is not usable: {0}; give PEM certificates")]
+    CaBundle(String),
     /// The HTTP client that delivers webhooks could not be built.
     #[error("the webhook delivery client could not be built: {0}")]
     Client(String),

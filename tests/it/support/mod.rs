@@ -12,7 +12,7 @@ use wagate_core::engine::{DeviceManager, WhatsAppEndpoint};
 use wagate_core::events::{EngineEventKind, NewEvent};
 use wagate_core::plugins::PluginSpec;
 use wagate_core::store::Store;
-use wagate_core::webhooks::{RetrySchedule, WebhookConfig};
+use wagate_core::webhooks::{RetrySchedule, WebhookConfig, trusted_roots_from_pem};
 use wagate_openapi::AdminCredential;
 use wagate_sandbox::{Sandbox, SandboxConfig};
 
@@ -52,6 +52,8 @@ pub struct Options {
     pub webhook_allow_private: bool,
     /// Delays between webhook attempts, e.g. `100ms,200ms`.
     pub webhook_retry_schedule: &'static str,
+    /// PEM certificate authorities trusted for https receivers (`WAGATE_WEBHOOK_CA_FILE`).
+    pub webhook_ca_pem: Option<&'static [u8]>,
     /// Plugins to load.
     pub plugins: Vec<PluginSpec>,
     /// The admin credential (`WAGATE_ADMIN_AUTH`); the admin API is off without it.
@@ -82,6 +84,7 @@ impl Default for Options {
             qr_refs: 6,
             webhook_allow_private: true,
             webhook_retry_schedule: "100ms,200ms,400ms,800ms",
+            webhook_ca_pem: None,
             plugins: Vec::new(),
             admin: None,
             write_stall: wagate::DEFAULT_WRITE_STALL,
@@ -156,6 +159,10 @@ impl Gateway {
                 retry_schedule: RetrySchedule::parse(options.webhook_retry_schedule)
                     .expect("a retry schedule"),
                 timeout: Duration::from_secs(2),
+                trusted_roots: options
+                    .webhook_ca_pem
+                    .map(|pem| trusted_roots_from_pem(pem).expect("a CA bundle"))
+                    .unwrap_or_default(),
                 ..WebhookConfig::default()
             },
             plugins: options.plugins.clone(),
