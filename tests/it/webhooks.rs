@@ -7,7 +7,8 @@ use hmac::{KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::receiver::{Received, Receiver, TEST_CA_PEM, subscribe};
+use crate::support::receiver::{Received, Receiver, subscribe};
+use crate::support::tls::TEST_CA_PEM;
 use crate::support::{Api, Gateway, Options, eventually, fetch};
 
 /// The endpoint's delivery log, newest first.

@@ -236,6 +236,8 @@ pub struct GatewaySpec {
     pub basic_auth: String,
     /// Where its stderr goes (appended, so a restart adds to the same file).
     pub log: PathBuf,
+    /// Certificate authorities trusted for HTTPS webhook receivers: the bench receiver's.
+    pub webhook_ca_file: PathBuf,
 }
 
 /// A running `wagate serve`.
@@ -260,6 +262,8 @@ impl GatewayProc {
             .args(["--basic-auth", &spec.basic_auth])
             // The bench's webhook receiver listens on loopback.
             .arg("--webhook-allow-private")
+            .arg("--webhook-ca-file")
+            .arg(&spec.webhook_ca_file)
             .env("RUST_LOG", "warn")
             // Its log goes to a file: no colour codes.
             .env("NO_COLOR", "1");

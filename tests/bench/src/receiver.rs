@@ -1,6 +1,7 @@
 //! The webhook receiver inside the bench: a poem server on loopback that answers every POST
-//! with 204 at once and notes when it arrived. It only counts; checking signatures is the
-//! tests' job, and would add to the latency measured here.
+//! with 204 at once and notes when it arrived, over plain HTTP/1.1 or over TLS offering HTTP/2
+//! (the tests' acceptor and certificate, `tests/it/support/tls.rs`). It only counts; checking
+//! signatures is the tests' job, and would add to the latency measured here.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,22 @@ use poem::web::Data;
 use poem::{EndpointExt, Route, Server, handler, post};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+// The failed-handshake count is the tests' concern, unused here.
+#[allow(dead_code)]
+#[path = "../../it/support/tls.rs"]
+mod tls;
+
+pub use tls::TEST_CA_PEM;
+
+/// How deliveries reach the receiver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// `http://`: HTTP/1.1 over kept-alive connections.
+    Http1,
+    /// `https://`: TLS, HTTP/2 negotiated by ALPN.
+    Https2,
+}
 
 struct Shared {
     /// Arrival instants, in order of arrival.
@@ -45,7 +62,7 @@ async fn hook(Data(shared): Data<&Arc<Shared>>, _body: Vec<u8>) -> StatusCode {
 
 impl Receiver {
     /// Starts on a free loopback port.
-    pub async fn start() -> Result<Self> {
+    pub async fn start(transport: Transport) -> Result<Self> {
         let acceptor = TcpListener::bind("127.0.0.1:0")
             .into_acceptor()
             .await
@@ -62,11 +79,25 @@ impl Receiver {
         let app = Route::new()
             .at("/hook", post(hook))
             .data(Arc::clone(&shared));
-        let server = tokio::spawn(async move {
-            let _ = Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        let (server, scheme) = match transport {
+            Transport::Http1 => (
+                tokio::spawn(async move {
+                    let _ = Server::new_with_acceptor(acceptor).run(app).await;
+                }),
+                "http",
+            ),
+            Transport::Https2 => {
+                let acceptor = tls::TlsAcceptor::new(acceptor);
+                (
+                    tokio::spawn(async move {
+                        let _ = Server::new_with_acceptor(acceptor).run(app).await;
+                    }),
+                    "https",
+                )
+            }
+        };
         Ok(Self {
-            url: format!("http://{addr}/hook"),
+            url: format!("{scheme}://{addr}/hook"),
             shared,
             server,
         })

@@ -36,6 +36,7 @@ pub mod receiver;
 pub mod scrape;
 #[cfg(test)]
 pub mod sse;
+pub mod tls;
 #[cfg(test)]
 pub mod tools;
 

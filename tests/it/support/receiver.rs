@@ -1,34 +1,22 @@
 //! A webhook receiver for the tests: a real HTTP server on loopback that records every request
-//! raw and answers with scripted statuses; over plain HTTP/1.1, or over TLS offering HTTP/2 and
-//! HTTP/1.1 with a certificate from `fixtures/tls` (see its README).
+//! raw and answers with scripted statuses; over plain HTTP/1.1, or over TLS (`tls.rs`).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use poem::http::uri::Scheme;
 use poem::http::{HeaderMap, StatusCode, Version};
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 use poem::web::Data;
-use poem::web::{LocalAddr, RemoteAddr};
 use poem::{EndpointExt, Response, Route, handler};
 use serde_json::{Value, json};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::Api;
+use super::tls::{HandshakesFailed, TlsAcceptor};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-
-/// The certificate authority that signed the HTTPS receiver's certificate (for `127.0.0.1` and
-/// `localhost`), to be trusted by the gateway under test.
-pub const TEST_CA_PEM: &[u8] = include_bytes!("../fixtures/tls/ca.pem");
-const RECEIVER_CERT_PEM: &[u8] = include_bytes!("../fixtures/tls/receiver.pem");
-const RECEIVER_KEY_PEM: &[u8] = include_bytes!("../fixtures/tls/receiver.key");
 
 /// One request as it arrived.
 #[derive(Clone, Debug)]
@@ -71,8 +59,6 @@ struct Shared {
     delay: Mutex<Duration>,
     /// Sent as `Location` with every 3xx answer.
     location: Mutex<Option<String>>,
-    /// TLS handshakes that failed (the client refused the certificate, say).
-    handshakes_failed: AtomicUsize,
     arrived: Notify,
 }
 
@@ -81,6 +67,8 @@ pub struct Receiver {
     /// Where to point a webhook.
     pub url: String,
     shared: Arc<Shared>,
+    /// Set for an HTTPS receiver.
+    handshakes_failed: Option<HandshakesFailed>,
     server: JoinHandle<()>,
 }
 
@@ -136,31 +124,33 @@ impl Receiver {
         Self {
             url: format!("http://{addr}/hook"),
             shared,
+            handshakes_failed: None,
             server,
         }
     }
 
     /// A receiver on a free loopback port that speaks only TLS, with a certificate signed by
-    /// [`TEST_CA_PEM`], and offers HTTP/2 and HTTP/1.1; its URL is `https://127.0.0.1:PORT/hook`.
+    /// [`super::tls::TEST_CA_PEM`], and offers HTTP/2 and HTTP/1.1; its URL is `https://127.0.0.1:PORT/hook`.
     pub async fn start_https() -> Self {
         let (tcp, addr) = bind("127.0.0.1:0".parse().unwrap()).await;
         let shared = Arc::new(Shared::default());
-        let acceptor = TlsAcceptor {
-            tcp,
-            tls: tokio_rustls::TlsAcceptor::from(tls_config()),
-            shared: Arc::clone(&shared),
-        };
+        let acceptor = TlsAcceptor::new(tcp);
+        let handshakes_failed = Some(acceptor.handshakes_failed());
         let server = serve(acceptor, &shared);
         Self {
             url: format!("https://{addr}/hook"),
             shared,
+            handshakes_failed,
             server,
         }
     }
 
-    /// How many TLS handshakes failed so far.
+    /// How many TLS handshakes failed so far; panics for a plain HTTP receiver.
     pub fn handshakes_failed(&self) -> usize {
-        self.shared.handshakes_failed.load(Ordering::SeqCst)
+        self.handshakes_failed
+            .as_ref()
+            .expect("an HTTPS receiver")
+            .get()
     }
 
     /// A loopback URL nothing listens on yet, and its address.
@@ -283,54 +273,6 @@ fn serve(acceptor: impl Acceptor + 'static, shared: &Arc<Shared>) -> JoinHandle<
     tokio::spawn(async move {
         let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
     })
-}
-
-/// The receiver's TLS side: its certificate, and HTTP/2 offered before HTTP/1.1, as a real
-/// HTTPS server does.
-fn tls_config() -> Arc<rustls::ServerConfig> {
-    let chain = CertificateDer::pem_slice_iter(RECEIVER_CERT_PEM)
-        .collect::<Result<Vec<_>, _>>()
-        .expect("the fixture certificate");
-    let key = PrivateKeyDer::from_pem_slice(RECEIVER_KEY_PEM).expect("the fixture key");
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("a usable certificate");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-/// Accepts TCP connections and completes their TLS handshake; one that fails is counted and
-/// skipped.
-struct TlsAcceptor {
-    tcp: TcpAcceptor,
-    tls: tokio_rustls::TlsAcceptor,
-    shared: Arc<Shared>,
-}
-
-impl Acceptor for TlsAcceptor {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        self.tcp.local_addr()
-    }
-
-    async fn accept(&mut self) -> std::io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
-        loop {
-            let (tcp, local, remote, _) = self.tcp.accept().await?;
-            match self.tls.accept(tcp).await {
-                Ok(tls) => return Ok((tls, local, remote, Scheme::HTTPS)),
-                Err(_) => {
-                    self.shared.handshakes_failed.fetch_add(1, Ordering::SeqCst);
-                    self.shared.arrived.notify_waiters();
-                }
-            }
-        }
-    }
 }
 
 /// Registers an endpoint for `events` at `url`; returns its id and secret.

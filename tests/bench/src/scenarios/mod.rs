@@ -19,6 +19,7 @@ use futures_util::StreamExt as _;
 use crate::Args;
 use crate::api::{Api, SandboxControl};
 use crate::processes::{GatewayProc, GatewaySpec, Postgres, SandboxProc};
+use crate::receiver::TEST_CA_PEM;
 use crate::table::Row;
 
 /// The scenarios, in the order a full run takes them.
@@ -89,12 +90,16 @@ impl Bench {
         .await
         .context("starting the sandbox")?;
         let password = uuid::Uuid::new_v4().simple().to_string();
+        let webhook_ca_file = self.log_dir.join("webhook-ca.pem");
+        std::fs::write(&webhook_ca_file, TEST_CA_PEM)
+            .with_context(|| format!("writing {}", webhook_ca_file.display()))?;
         let spec = GatewaySpec {
             binary: self.wagate.clone(),
             database_url: database_url.clone(),
             whatsapp_url: sandbox.ws_url.clone(),
             basic_auth: format!("bench:{password}"),
             log: self.log_dir.join(format!("{n}-{label}-gateway.log")),
+            webhook_ca_file,
         };
         let gateway = GatewayProc::start(&spec)
             .await

@@ -1,7 +1,8 @@
-//! `webhooks`: delivery through the durable outbox to a receiver inside the bench. The bench
-//! records the events itself, straight into the scenario's database as the engine would (the
-//! same store call, in one transaction with a device change), so the figures are the outbox's
-//! and the dispatcher's alone, not the login engine's.
+//! `webhooks`: delivery through the durable outbox to a receiver inside the bench, once over
+//! plain HTTP/1.1 and once over HTTPS with HTTP/2, each on a fresh stack. The bench records
+//! the events itself, straight into the scenario's database as the engine would (the same
+//! store call, in one transaction with a device change), so the figures are the outbox's and
+//! the dispatcher's alone, not the login engine's.
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use wagate_core::store::{DeviceChange, Store};
 
 use super::Bench;
 use crate::load::Latencies;
-use crate::receiver::Receiver;
+use crate::receiver::{Receiver, Transport};
 use crate::table::{Row, Target};
 
 /// Writers recording at once in the throughput run, each on a device of its own.
@@ -23,10 +24,25 @@ const BATCH: usize = 50;
 
 /// Runs the scenario.
 pub async fn run(bench: &Bench, rows: &mut Vec<Row>) -> Result<()> {
+    run_over(bench, Transport::Http1, rows).await?;
+    run_over(bench, Transport::Https2, rows).await
+}
+
+/// Measures deliveries to a receiver reached over `transport`; the targets are judged on plain
+/// HTTP/1.1, the figures of HTTPS are for comparison.
+async fn run_over(bench: &Bench, transport: Transport, rows: &mut Vec<Row>) -> Result<()> {
     let samples = bench.args.webhook_samples;
     let total = bench.args.webhook_events;
+    let (label, target) = match transport {
+        Transport::Http1 => ("webhooks", true),
+        Transport::Https2 => ("webhooks over https (HTTP/2)", false),
+    };
+    let judged = |target_value| {
+        if target { target_value } else { Target::None }
+    };
+    eprintln!("  {label}");
     let mut stack = bench.stack("webhooks").await?;
-    let receiver = Receiver::start().await?;
+    let receiver = Receiver::start(transport).await?;
     stack.api.create_webhook(&receiver.url).await?;
     let mut devices = Vec::new();
     for i in 0..WRITERS {
@@ -54,15 +70,15 @@ pub async fn run(bench: &Bench, rows: &mut Vec<Row>) -> Result<()> {
     }
     let latencies = Latencies::new(latencies);
     rows.push(Row::info(
-        format!("webhooks: event→delivery p50 ({samples} one at a time)"),
+        format!("{label}: event→delivery p50 ({samples} one at a time)"),
         latencies.p50(),
         "ms",
     ));
     rows.push(Row::new(
-        "webhooks: event→delivery p99",
+        format!("{label}: event→delivery p99"),
         latencies.p99(),
         "ms",
-        Target::AtMost(3.0),
+        judged(Target::AtMost(3.0)),
     ));
 
     // Throughput: writers record batches as fast as they can while the dispatcher delivers.
@@ -95,15 +111,15 @@ pub async fn run(bench: &Bench, rows: &mut Vec<Row>) -> Result<()> {
     let delivered = last.saturating_duration_since(started);
     stack.check_alive()?;
     rows.push(Row::info(
-        format!("webhooks: events recorded/s ({WRITERS} writers)"),
+        format!("{label}: events recorded/s ({WRITERS} writers)"),
         n as f64 / written.as_secs_f64(),
         "/s",
     ));
     rows.push(Row::new(
-        format!("webhooks: deliveries/s sustained ({n} events)"),
+        format!("{label}: deliveries/s sustained ({n} events)"),
         n as f64 / delivered.as_secs_f64(),
         "/s",
-        Target::AtLeast(12_000.0),
+        judged(Target::AtLeast(12_000.0)),
     ));
     Ok(())
 }
