@@ -323,6 +323,22 @@ mod signal {
     }
 
     #[tokio::test]
+    async fn a_prekey_batch_load_returns_only_the_ids_asked_for() {
+        let b = backend().await;
+        let keys: Vec<(u32, Bytes)> = (1..=5)
+            .map(|id| (id, Bytes::from(format!("prekey-{id}"))))
+            .collect();
+        b.store_prekeys_batch(&keys, true).await.unwrap();
+        assert_eq!(
+            b.load_prekeys_batch(&[4, 2]).await.unwrap(),
+            vec![
+                (4, Bytes::from_static(b"prekey-4")),
+                (2, Bytes::from_static(b"prekey-2"))
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn the_highest_prekey_id_is_zero_without_keys_and_handles_u32_ids() {
         let b = backend().await;
         assert_eq!(b.get_max_prekey_id().await.unwrap(), 0);
