@@ -549,6 +549,29 @@ impl<'c> Tx<'c> {
             .map_err(|e| self.fail(e))
     }
 
+    /// Runs `first`, then the query `then`, sent together: one round trip where two would be
+    /// awaited in turn. PostgreSQL runs them in the order sent, so `then` sees what `first`
+    /// wrote; when `first` fails, `then` fails with it (the transaction is aborted) and the
+    /// error is `first`'s.
+    async fn execute_then_query(
+        &self,
+        (first, first_params): (&str, &Params<'_>),
+        (then, then_params): (&str, &Params<'_>),
+    ) -> Result<(u64, Vec<Row>), StoreError> {
+        // Both prepared before either is sent: a statement not yet prepared on this connection
+        // takes a round trip of its own, which could let the second be sent first.
+        let first = self.prepare(first).await?;
+        let then = self.prepare(then).await?;
+        // Each sends its statement when first polled; `biased` polls them in the order written.
+        let (changed, rows) = tokio::join!(
+            biased;
+            self.tx.execute(&first, first_params),
+            self.tx.query(&then, then_params)
+        );
+        let changed = changed.map_err(|e| self.fail(e))?;
+        Ok((changed, rows.map_err(|e| self.fail(e))?))
+    }
+
     /// Commits; dropping a `Tx` without this rolls it back.
     async fn commit(self) -> Result<(), StoreError> {
         let doing = self.doing;

@@ -318,35 +318,36 @@ pub(super) async fn insert_events(
         bodies.push(&*event.body);
         expiries.push(*expires_at);
     }
-    tx.execute(
-        "INSERT INTO events (id, tenant_id, device_id, seq, type, occurred_at, body, expires_at)
-         SELECT e.id, $1, $2, e.seq, e.type, e.at, e.body, e.expires_at
-         FROM unnest($3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[], $7::text[],
-                     $8::timestamptz[]) AS e(id, seq, type, at, body, expires_at)",
-        &[
-            &tenant.0, &device, &ids, &seqs, &types, &ats, &bodies, &expiries,
-        ],
-    )
-    .await?;
     // The endpoints are read under the share lock their deliveries' foreign keys take anyway,
     // so an endpoint deleted meanwhile is skipped rather than failing the insert at its
     // foreign-key check: the events are recorded whatever happens to an endpoint.
-    let added = tx
-        .query(
-            "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, next_attempt_at, expires_at)
-             SELECT gen_random_uuid(), w.id, e.id, now(), e.expires_at
-             FROM unnest($3::uuid[], $4::text[], $5::timestamptz[]) WITH ORDINALITY
-                  AS e(id, type, expires_at, n)
-             JOIN (SELECT id, events, device_ids FROM webhook_endpoints
-                   WHERE tenant_id = $1
-                     AND CASE WHEN $6::uuid IS NOT NULL THEN id = $6
-                         ELSE enabled AND events && $4
-                              AND (device_ids IS NULL OR $2 = ANY(device_ids)) END
-                   FOR KEY SHARE) w
-               ON $6::uuid IS NOT NULL OR e.type = ANY(w.events)
-             ORDER BY e.n
-             RETURNING endpoint_id",
-            &[&tenant.0, &device, &ids, &types, &expiries, &only_endpoint],
+    let (_, added) = tx
+        .execute_then_query(
+            (
+                "INSERT INTO events (id, tenant_id, device_id, seq, type, occurred_at, body, expires_at)
+                 SELECT e.id, $1, $2, e.seq, e.type, e.at, e.body, e.expires_at
+                 FROM unnest($3::uuid[], $4::bigint[], $5::text[], $6::timestamptz[], $7::text[],
+                             $8::timestamptz[]) AS e(id, seq, type, at, body, expires_at)",
+                &[
+                    &tenant.0, &device, &ids, &seqs, &types, &ats, &bodies, &expiries,
+                ],
+            ),
+            (
+                "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, next_attempt_at, expires_at)
+                 SELECT gen_random_uuid(), w.id, e.id, now(), e.expires_at
+                 FROM unnest($3::uuid[], $4::text[], $5::timestamptz[]) WITH ORDINALITY
+                      AS e(id, type, expires_at, n)
+                 JOIN (SELECT id, events, device_ids FROM webhook_endpoints
+                       WHERE tenant_id = $1
+                         AND CASE WHEN $6::uuid IS NOT NULL THEN id = $6
+                             ELSE enabled AND events && $4
+                                  AND (device_ids IS NULL OR $2 = ANY(device_ids)) END
+                       FOR KEY SHARE) w
+                   ON $6::uuid IS NOT NULL OR e.type = ANY(w.events)
+                 ORDER BY e.n
+                 RETURNING endpoint_id",
+                &[&tenant.0, &device, &ids, &types, &expiries, &only_endpoint],
+            ),
         )
         .await?;
     if !added.is_empty() {

@@ -181,9 +181,11 @@ impl PgBackend {
             .transaction()
             .await
             .map_err(|e| self.db_error(doing, e))?;
-        // Sent together: the write is rolled back when the fence finds another epoch.
+        // Sent together, in this order (`biased`): the write is rolled back when the fence
+        // finds another epoch.
         let fence_params: [&(dyn ToSql + Sync); 2] = [&self.device, &epoch];
         let (holds, changed) = tokio::join!(
+            biased;
             tx.query_opt(&fence, &fence_params),
             tx.execute(&statement, params)
         );
