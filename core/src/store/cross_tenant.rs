@@ -301,12 +301,18 @@ impl Store {
     /// The tenant `username` belongs to, if `password` is its secret.
     ///
     /// Unknown usernames cost as much as wrong passwords. Recent successes are answered from
-    /// memory for up to a minute.
+    /// memory for up to a minute; requests verifying the same pair at once do it one after
+    /// another, so the ones that wait find the first one's success in memory.
     pub async fn authenticate(
         &self,
         username: &str,
         password: &str,
     ) -> Result<Option<Tenant>, StoreError> {
+        if let Some(tenant) = self.verified.get(username, password) {
+            return Ok(Some(tenant));
+        }
+        let _turn = self.verified.turn(username, password).await;
+        // Verified by the request whose turn came first, if this one waited.
         if let Some(tenant) = self.verified.get(username, password) {
             return Ok(Some(tenant));
         }

@@ -4,7 +4,7 @@
 //! Hashing and verifying block for tens of milliseconds: call them from `spawn_blocking`.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -91,6 +91,31 @@ const CACHE_TTL: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub(super) struct VerifiedCache {
     entries: Mutex<Entries>,
+    /// Verifications running now, by the digest of the pair they verify; see
+    /// [`VerifiedCache::turn`].
+    running: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The right to verify one pair, held while its verification runs; see [`VerifiedCache::turn`].
+pub(super) struct Turn<'a> {
+    cache: &'a VerifiedCache,
+    pair: [u8; 32],
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // Released under the map's lock, where every waiter took its handle: when the map's is
+        // the only handle left, nobody waits and the entry goes.
+        let mut running = lock(&self.cache.running);
+        drop(self.held.take());
+        if running
+            .get(&self.pair)
+            .is_some_and(|turns| Arc::strong_count(turns) == 1)
+        {
+            running.remove(&self.pair);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -116,9 +141,31 @@ fn digest(username: &str, password: &str) -> [u8; 32] {
         .into()
 }
 
+/// `mutex` locked; what it guards stays consistent even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl VerifiedCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.entries)
+    }
+
+    /// Waits until no other verification of this exact pair runs, and holds that turn.
+    ///
+    /// Requests that arrive together with a credential not yet in the cache (a client's
+    /// connections after a restart) would each spend a PBKDF2 on it; in turn, the first
+    /// verifies and the others find it in the cache. Only identical pairs wait for each other,
+    /// so wrong passwords tried for a username never hold up its right one.
+    pub(super) async fn turn(&self, username: &str, password: &str) -> Turn<'_> {
+        let pair = digest(username, password);
+        let turns = Arc::clone(lock(&self.running).entry(pair).or_default());
+        let held = turns.lock_owned().await;
+        Turn {
+            cache: self,
+            pair,
+            held: Some(held),
+        }
     }
 
     /// The tenant, when this exact pair was verified recently.
@@ -213,6 +260,39 @@ mod tests {
         assert_eq!(cache.get("alice", "wrong"), None);
         cache.forget("alice");
         assert_eq!(cache.get("alice", "right"), None);
+    }
+
+    #[tokio::test]
+    async fn a_second_verification_of_the_same_pair_waits_for_the_first() {
+        use futures_util::FutureExt as _;
+        let cache = VerifiedCache::default();
+        let first = cache.turn("alice", "right").await;
+        let mut second = std::pin::pin!(cache.turn("alice", "right"));
+        assert!((&mut second).now_or_never().is_none(), "it waits");
+        drop(first);
+        assert!(second.now_or_never().is_some(), "its turn came");
+    }
+
+    #[tokio::test]
+    async fn verifications_of_other_passwords_do_not_wait() {
+        use futures_util::FutureExt as _;
+        let cache = VerifiedCache::default();
+        let _right = cache.turn("alice", "right").await;
+        assert!(cache.turn("alice", "wrong").now_or_never().is_some());
+        assert!(cache.turn("bob", "right").now_or_never().is_some());
+    }
+
+    #[tokio::test]
+    async fn finished_turns_leave_nothing_behind() {
+        let cache = VerifiedCache::default();
+        let first = cache.turn("alice", "right").await;
+        let second = {
+            let cache = &cache;
+            async move { drop(cache.turn("alice", "right").await) }
+        };
+        let (_, ()) = tokio::join!(async move { drop(first) }, second);
+        drop(cache.turn("bob", "right").await);
+        assert!(lock(&cache.running).is_empty());
     }
 
     fn tenant(name: &str) -> Tenant {
