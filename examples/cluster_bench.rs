@@ -413,16 +413,15 @@ impl Cluster {
         let rows = self
             .sql
             .query(
-                // 28260 is 0x6e64, the class of the lock a node holds while it lives
-                // (migrations/0007_nodes.sql).
+                // $2: the class of the lock a node holds while it lives.
                 "SELECT n.id, extract(epoch FROM now() - n.heartbeat_at)::float8,
                         EXISTS (SELECT 1 FROM pg_locks l
-                                WHERE l.locktype = 'advisory' AND l.classid = 28260::oid
+                                WHERE l.locktype = 'advisory' AND l.classid = $2::int::oid
                                   AND l.objid = n.id::oid AND l.objsubid = 2 AND l.granted
                                   AND l.database = (SELECT oid FROM pg_database
                                                     WHERE datname = current_database()))
                  FROM nodes n WHERE n.id = ANY($1) ORDER BY n.id",
-                &[&ids],
+                &[&ids, &wagate_core::store::NODE_LOCK_CLASS],
             )
             .await
             .expect("the nodes are read");

@@ -141,9 +141,12 @@ async fn a_logout_on_a_node_that_lost_the_devices_lease_is_not_answered_as_done(
         .await
         .expect("another node")
         .get(0);
-    sql.execute("SELECT pg_advisory_lock(28260, $1)", &[&other])
-        .await
-        .expect("its lock");
+    sql.execute(
+        "SELECT pg_advisory_lock($1, $2)",
+        &[&wagate_core::store::NODE_LOCK_CLASS, &other],
+    )
+    .await
+    .expect("its lock");
     let taken = sql
         .execute(
             "UPDATE devices SET lease_node = $1, lease_epoch = lease_epoch + 1,

@@ -25,16 +25,16 @@ use super::devices::{stored_id, stored_state};
 use super::{Store, StoreError, TenantStore};
 use crate::domain::{DeviceId, DeviceState, TenantId};
 
-/// First key of the advisory lock every node holds while it lives ("nd" in ASCII); the second
-/// key is the node's id.
-const NODE_LOCK_CLASS: i32 = 0x6e64;
+/// First key of the advisory lock every node holds while it lives ("nd" in ASCII, 28260); the
+/// second key is the node's id. A node is alive to the others while it holds it.
+pub const NODE_LOCK_CLASS: i32 = 0x6e64;
 
 /// The channel nodes notify when the cluster changes: a node joined, drains or left, or
 /// leases were released for others to take.
 const NODES_CHANNEL: &str = "wagate_nodes";
 
-/// The ids of the nodes alive now (`$1`: the lease expiry in milliseconds): holding their lock,
-/// with a fresh heartbeat.
+/// The ids of the nodes alive now (`$1`: the lease expiry in milliseconds): holding their lock
+/// (class 28260 is [`NODE_LOCK_CLASS`]), with a fresh heartbeat.
 const ALIVE: &str = "SELECT n.id FROM nodes n
      JOIN pg_locks l ON l.locktype = 'advisory' AND l.classid = 28260::oid
       AND l.objid = n.id::oid AND l.objsubid = 2 AND l.granted
@@ -480,5 +480,15 @@ impl TenantStore<'_> {
             row: row.get(0),
             epoch: row.get(1),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_liveness_query_names_the_node_lock_class() {
+        assert!(ALIVE.contains(&format!("l.classid = {NODE_LOCK_CLASS}::oid")));
     }
 }

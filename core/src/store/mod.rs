@@ -40,7 +40,8 @@ pub use device_cache::DeviceCacheKeeper;
 pub use devices::{DeviceChange, Link};
 pub use event_log::{EventFilter, Resumption, TENANT_REWIND, TenantResumption};
 pub use leases::{
-    AcquiredDevice, HeldLease, Lease, LeaseHolder, NodeLink, NodeRecord, OrphanedDevice,
+    AcquiredDevice, HeldLease, Lease, LeaseHolder, NODE_LOCK_CLASS, NodeLink, NodeRecord,
+    OrphanedDevice,
 };
 pub use link_tokens::LinkToken;
 pub use outbox::{ClaimedDelivery, DeliveryOutcome, OutboxListener, OutboxWake};
