@@ -81,6 +81,13 @@ async fn rows_by_table(url: &str, device: i64) -> HashMap<String, i64> {
     counts
 }
 
+/// Pre-keys `1..=n`, each record `prekey-{id}`.
+fn numbered_prekeys(n: u32) -> Vec<(u32, Bytes)> {
+    (1..=n)
+        .map(|id| (id, Bytes::from(format!("prekey-{id}"))))
+        .collect()
+}
+
 fn mapping(lid: &str, phone: &str, updated_at: i64) -> LidPnMappingEntry {
     LidPnMappingEntry {
         lid: lid.to_string(),
@@ -297,9 +304,7 @@ mod signal {
     #[tokio::test]
     async fn eight_hundred_prekeys_are_stored_in_one_call_and_loaded_back() {
         let b = backend().await;
-        let keys: Vec<(u32, Bytes)> = (1..=800)
-            .map(|id| (id, Bytes::from(format!("prekey-{id}"))))
-            .collect();
+        let keys = numbered_prekeys(800);
         b.store_prekeys_batch(&keys, false).await.unwrap();
         let ids: Vec<u32> = (1..=800).collect();
         assert_eq!(b.load_prekeys_batch(&ids).await.unwrap(), keys);
@@ -325,9 +330,7 @@ mod signal {
     #[tokio::test]
     async fn a_prekey_batch_load_returns_only_the_ids_asked_for() {
         let b = backend().await;
-        let keys: Vec<(u32, Bytes)> = (1..=5)
-            .map(|id| (id, Bytes::from(format!("prekey-{id}"))))
-            .collect();
+        let keys = numbered_prekeys(5);
         b.store_prekeys_batch(&keys, true).await.unwrap();
         assert_eq!(
             b.load_prekeys_batch(&[4, 2]).await.unwrap(),
@@ -1403,9 +1406,7 @@ mod isolation {
     async fn closing_waits_for_the_statements_already_running() {
         let (store, url) = store_and_url().await;
         let b = std::sync::Arc::new(new_backend(&store).await);
-        let keys: Vec<(u32, Bytes)> = (1..=800)
-            .map(|id| (id, Bytes::from(format!("prekey-{id}"))))
-            .collect();
+        let keys = numbered_prekeys(800);
 
         let writer = {
             let b = std::sync::Arc::clone(&b);
