@@ -286,11 +286,8 @@ mod tests {
     async fn finished_turns_leave_nothing_behind() {
         let cache = VerifiedCache::default();
         let first = cache.turn("alice", "right").await;
-        let second = {
-            let cache = &cache;
-            async move { drop(cache.turn("alice", "right").await) }
-        };
-        let (_, ()) = tokio::join!(async move { drop(first) }, second);
+        let second = async { drop(cache.turn("alice", "right").await) };
+        tokio::join!(async { drop(first) }, second);
         drop(cache.turn("bob", "right").await);
         assert!(lock(&cache.running).is_empty());
     }
