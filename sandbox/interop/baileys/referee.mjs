@@ -187,9 +187,13 @@ class Device {
     this.saveCreds = saveCreds;
   }
 
+  /** Deletes the auth state; end the device's sockets first. */
   async remove() {
     await this.saving.catch(() => {});
-    await rm(this.dir, { recursive: true, force: true });
+    // A socket that is closing may still write a key file (Baileys writes keys straight to the
+    // directory, not through saveCreds), so a removal can meet a file created after it listed the
+    // directory (ENOTEMPTY); Node retries exactly those errors.
+    await rm(this.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 });
   }
 }
 
@@ -456,6 +460,10 @@ const scenarios = [
           throw new Error(`linked to ${account.phone}, not ${phone}`);
         }
       } finally {
+        // Its sockets stop writing to the directory before it goes.
+        for (const each of started) {
+          each.end();
+        }
         await device.remove();
       }
     },
