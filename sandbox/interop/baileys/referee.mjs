@@ -177,6 +177,8 @@ class Device {
   constructor(dir) {
     this.dir = dir;
     this.saving = Promise.resolve();
+    /** Every socket started with this auth state; see `remove`. */
+    this.clients = [];
   }
 
   /** Reads the auth state back from disk, as a restarted process would. */
@@ -187,8 +189,12 @@ class Device {
     this.saveCreds = saveCreds;
   }
 
-  /** Deletes the auth state; end the device's sockets first. */
+  /** Ends the device's sockets, then deletes its auth state. */
   async remove() {
+    // An open socket would keep writing to the directory while it goes.
+    for (const client of this.clients) {
+      client.end();
+    }
     await this.saving.catch(() => {});
     // A socket that is closing may still write a key file (Baileys writes keys straight to the
     // directory, not through saveCreds), so a removal can meet a file created after it listed the
@@ -206,6 +212,7 @@ class Client {
     this.number = ++socketsMade;
     this.seen = { qrs: [], open: false, pending: false, synced: false, close: undefined };
     this.waiters = new Set();
+    device.clients.push(this);
     this.sock = makeWASocket({
       auth: device.state,
       waWebSocketUrl: wsUrl,
@@ -460,10 +467,6 @@ const scenarios = [
           throw new Error(`linked to ${account.phone}, not ${phone}`);
         }
       } finally {
-        // Its sockets stop writing to the directory before it goes.
-        for (const each of started) {
-          each.end();
-        }
         await device.remove();
       }
     },
